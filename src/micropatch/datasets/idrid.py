@@ -1,0 +1,64 @@
+"""IDRiD adapter: the official 'A. Segmentation' layout (SPEC.md section 1)."""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from ..io import InputError
+from . import Record
+
+log = logging.getLogger(__name__)
+
+SEGMENTATION = "A. Segmentation"
+IMAGES = "1. Original Images"
+TRUTHS = "2. All Segmentation Groundtruths"
+SPLITS = {"a. Training Set": "train", "b. Testing Set": "test"}
+LESION_FOLDERS = {"MA": "1. Microaneurysms", "HE": "2. Haemorrhages", "EX": "3. Hard Exudates",
+                  "SE": "4. Soft Exudates"}
+OPTIONAL = {"HE", "SE"}  # IDRiD ships these only for images that have the lesion (IDRiD_43 has no HE)
+IMAGE_NAME = re.compile(r"^(IDRiD_\d+)\.jpe?g$", re.IGNORECASE)
+
+
+def resolve_root(root: Path) -> Path:
+    """The 'A. Segmentation' folder, given it or the folder above it; raises InputError naming what is missing."""
+    root = Path(root)
+    for candidate, found in ((root, "the 'A. Segmentation' folder itself"), (root / SEGMENTATION, "its parent")):
+        if (candidate / IMAGES).is_dir():
+            log.info("IDRiD root %s: found %s", root, found)
+            return candidate
+    raise InputError(
+        f"{root}: not an IDRiD root: neither '{root / IMAGES}' nor '{root / SEGMENTATION / IMAGES}' exists; "
+        "point the source at the folder that holds 'A. Segmentation' (or at 'A. Segmentation' itself)"
+    )
+
+
+def records(root: Path, dataset: str = "idrid") -> list[Record]:
+    """One Record per image, for the training and testing sets present under root."""
+    seg = resolve_root(root)
+    out = []
+    for folder, split in SPLITS.items():
+        image_dir = seg / IMAGES / folder
+        if not image_dir.is_dir():
+            continue
+        for path in sorted(image_dir.iterdir()):
+            match = IMAGE_NAME.match(path.name)
+            if not match:
+                if path.name != "Thumbs.db":
+                    log.warning("IDRiD: ignoring unexpected file %s", path)
+                continue
+            image_id = match.group(1)
+            masks = {}
+            for lesion, lesion_folder in LESION_FOLDERS.items():
+                mask = seg / TRUTHS / folder / lesion_folder / f"{image_id}_{lesion}.tif"
+                if mask.is_file():
+                    masks[lesion] = mask
+                elif lesion in OPTIONAL:
+                    masks[lesion] = None
+                else:
+                    raise InputError(
+                        f"{mask}: missing {lesion} mask for {path}; IDRiD ships one for every image, "
+                        "so the download is incomplete: re-extract the groundtruth folder"
+                    )
+            out.append(Record(dataset, image_id, image_id, split, path, masks))
+    return out

@@ -1,0 +1,180 @@
+"""File I/O: validated image and mask readers, atomic writers, params loading."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import yaml
+from PIL import Image, UnidentifiedImageError
+
+Image.MAX_IMAGE_PIXELS = 200_000_000  # native fundus frames reach 24 MP; refuse only absurd sizes
+
+# EXIF orientation tag; values other than 1 mean "display rotated", which the masks never are.
+EXIF_ORIENTATION = 0x0112
+MAX_MASK_LABELS = 3  # {0,1}, {0,255}, {0,200,255}: anything with more distinct values is not a label map
+
+
+class InputError(ValueError):
+    """A dataset file that cannot be used; the message names the file and the fix."""
+
+
+def load_params(section: str | None = None, path: str | Path = "params.yaml") -> dict:
+    """Read params.yaml (safe_load) and return one top-level section, or all of it."""
+    with open(path) as f:
+        params = yaml.safe_load(f) or {}
+    if section is None:
+        return params
+    if section not in params:
+        raise KeyError(f"{path} has no '{section}' section")
+    return params[section]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Write JSON atomically with sorted keys, so equal content gives equal bytes."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write text atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_png(path: str | Path, array: np.ndarray, compression: int = 1) -> None:
+    """Write a uint8 (H, W) or (H, W, 3 RGB) array as a lossless PNG, atomically."""
+    if array.dtype != np.uint8:
+        raise TypeError(f"write_png expects uint8, got {array.dtype} for {path}")
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    with atomic_path(path) as tmp:
+        ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+        if not ok:
+            raise OSError(f"could not encode {path} as PNG")
+        tmp.write_bytes(buf.tobytes())
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    """np.save atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+def read_png(path: str | Path) -> np.ndarray:
+    """Read a PNG written by write_png: uint8 (H, W) or (H, W, 3) RGB."""
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise InputError(f"{path}: unreadable PNG; rerun the stage that writes it")
+    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB) if array.ndim == 3 else array
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _open_decoded(path: Path, what: str) -> Image.Image:
+    """Open and fully decode an image, turning every decoder failure into an InputError."""
+    if not path.is_file():
+        raise InputError(f"{path}: {what} file is missing; restore it from the dataset download")
+    try:
+        image = Image.open(path)
+        image.load()  # decodes now, so truncation is caught here and not in a later stage
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputError(
+            f"{path}: unreadable or truncated {what} ({err}); re-download or re-extract this file"
+        ) from err
+    return image
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """EXIF orientation of a decoded image; 1 (upright) when absent."""
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # broken EXIF blocks are common in camera exports; pixels are still usable
+        return 1
+
+
+def read_fundus(path: str | Path) -> np.ndarray:
+    """Read a fundus photograph as uint8 RGB (H, W, 3) in stored pixel order (EXIF rotation refused)."""
+    path = Path(path)
+    image = _open_decoded(path, "fundus image")
+    orientation = exif_orientation(image)
+    if orientation != 1:
+        raise InputError(
+            f"{path}: EXIF orientation {orientation} asks viewers to rotate this image, but its masks are "
+            "stored unrotated; re-save the image with the rotation applied to its pixels (and its masks), "
+            "or strip the EXIF orientation tag if the pixels are already upright"
+        )
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        raise InputError(f"{path}: {image.mode} (16-bit or float) image; convert it to 8-bit RGB first")
+    if image.mode in ("L", "1", "LA"):
+        raise InputError(f"{path}: grayscale fundus image ({image.mode}); micropatch needs the RGB photograph")
+    if image.mode == "RGBA":
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min() < 255:
+            raise InputError(f"{path}: RGBA image with transparent pixels; flatten it to RGB first")
+        image = image.convert("RGB")
+    elif image.mode == "P":
+        image = image.convert("RGB")
+    elif image.mode != "RGB":
+        raise InputError(f"{path}: unsupported image mode {image.mode}; save it as 8-bit RGB JPEG/PNG/TIFF")
+    return np.asarray(image)
+
+
+def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a lesion mask as bool (H, W): value > 0 (red channel > 0 for RGB/RGBA) is lesion."""
+    path = Path(path)
+    image = _open_decoded(path, "mask")
+    if image.mode == "1":
+        mask = np.asarray(image, dtype=bool)
+        values = None
+    elif image.mode in ("RGB", "RGBA"):
+        values = np.asarray(image.getchannel("R"))
+    elif image.mode == "P":
+        values = np.asarray(image.convert("RGB")).max(axis=2)
+    elif image.mode in ("L", "I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image)
+    else:
+        raise InputError(f"{path}: unsupported mask mode {image.mode}; save masks as 1-bit, 8-bit or RGB")
+    if values is not None:
+        labels = np.unique(values)
+        if labels.size > MAX_MASK_LABELS:
+            raise InputError(
+                f"{path}: mask has {labels.size} distinct values ({labels[:6].tolist()}...), not a label map; "
+                "masks must hold a few labels such as {0,1}, {0,255} or {0,200,255} (a JPEG-saved or "
+                "resampled mask is the usual cause: use the original lossless file)"
+            )
+        mask = values > 0
+    if shape is not None and mask.shape != tuple(shape):
+        raise InputError(
+            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}; "
+            "masks must have the image's exact size (was one of them resized?)"
+        )
+    return mask

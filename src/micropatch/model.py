@@ -1,0 +1,87 @@
+"""The U-Net (ResNet34 encoder, scSE decoder attention), offline ImageNet weights, safe checkpoint loading."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .io import InputError
+
+# Single-channel input: the mean/std of ImageNet's RGB statistics, matching encoder weights summed over RGB.
+INPUT_MEAN, INPUT_STD = 0.449, 0.226
+# torchvision's release file names for ResNet34 ImageNet weights, as they land in the torch hub cache.
+TORCH_CACHE_FILES = {"resnet34": ("resnet34-b627a593.pth", "resnet34-333f7ec4.pth")}
+
+
+def build_model(n_classes: int, encoder: str = "resnet34", encoder_weights: str | None = None,
+                attention: str | None = "scse") -> torch.nn.Module:
+    """smp Unet with 1 input channel and n_classes logit maps; ImageNet weights only from a local cache."""
+    import segmentation_models_pytorch as smp
+
+    if encoder_weights not in (None, "imagenet"):
+        raise ValueError(f"encoder_weights must be null or 'imagenet', got {encoder_weights!r}")
+    model = smp.Unet(encoder, encoder_weights=None, in_channels=3, classes=n_classes,
+                     decoder_attention_type=attention)
+    if encoder_weights == "imagenet":
+        state = load_cached_imagenet(encoder)
+        model.encoder.load_state_dict(state)
+    model.encoder.set_in_channels(1, pretrained=encoder_weights is not None)  # sums conv1 weights over RGB
+    return model
+
+
+def load_cached_imagenet(encoder: str) -> dict[str, torch.Tensor]:
+    """ImageNet encoder weights from the local torch hub cache; never touches the network."""
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    names = TORCH_CACHE_FILES.get(encoder, ())
+    for name in names:
+        path = hub / name
+        if path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            check_finite(state, path)
+            return state
+    raise InputError(
+        f"encoder_weights: imagenet asks for cached {encoder} weights, but none of {list(names)} is in {hub} "
+        f"(TORCH_HOME={os.environ.get('TORCH_HOME', 'unset')}). micropatch never downloads at run time: copy "
+        "torchvision's resnet34 ImageNet file there, or set train.encoder_weights: null for random init"
+    )
+
+
+def check_finite(state: dict[str, torch.Tensor], path) -> None:
+    """Raise InputError if any floating tensor of a state dict holds NaN or inf."""
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise InputError(f"{path}: weight '{key}' holds NaN or inf; this checkpoint is corrupt, retrain it")
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, config: dict) -> None:
+    """Save weights plus the config needed to rebuild the model, atomically (tensors and plain types only)."""
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": model.state_dict(), "config": config}, tmp)
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model from a checkpoint with weights_only=True (a pickle that would run code is refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: model checkpoint not found; run the train stage (dvc repro train) first")
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # weights_only raises UnpicklingError for any object that is not plain data
+        raise InputError(f"{path}: refused to load: not a plain-tensor checkpoint ({err.__class__.__name__}: "
+                         f"{str(err).splitlines()[0]}); only load checkpoints written by micropatch") from err
+    if not isinstance(blob, dict) or "state_dict" not in blob or "config" not in blob:
+        raise InputError(f"{path}: not a micropatch checkpoint (expected keys state_dict and config)")
+    check_finite(blob["state_dict"], path)
+    config = blob["config"]
+    model = build_model(len(config["lesions"]), config["encoder"], None, config["attention"])
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device).eval(), config
+
+
+def normalise(batch_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 or 0..255 float (N, 1, H, W) -> standardised float32 model input."""
+    return (batch_uint8.float() / 255.0 - INPUT_MEAN) / INPUT_STD

@@ -1,0 +1,70 @@
+"""Micro-patching: which 128x128 windows of a native image to keep, and the patch-set files."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .io import atomic_path, save_npy, write_json
+
+INDEX_COLUMNS = ("dataset", "image_id", "y", "x", "lesion_pixels")
+
+
+def window_starts(length: int, size: int, stride: int) -> np.ndarray:
+    """Start offsets (px) of windows of `size` every `stride` along `length`, the last flush with the end."""
+    if length <= size:
+        return np.array([0])
+    starts = np.arange(0, length - size + 1, stride)
+    if starts[-1] != length - size:
+        starts = np.append(starts, length - size)
+    return starts
+
+
+def window_sums(mask: np.ndarray, size: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel counts of a bool (H, W) mask in every window: (ys, xs, counts (len(ys), len(xs)))."""
+    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    integral[1:, 1:] = mask.cumsum(0, dtype=np.int64).cumsum(1)
+    ys = window_starts(mask.shape[0], size, stride)
+    xs = window_starts(mask.shape[1], size, stride)
+    y0, x0 = ys[:, None], xs[None, :]
+    y1, x1 = np.minimum(y0 + size, mask.shape[0]), np.minimum(x0 + size, mask.shape[1])
+    counts = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    return ys, xs, counts
+
+
+def select_windows(lesion: np.ndarray, fov: np.ndarray, size: int, stride: int, background_keep: float,
+                   rng: np.random.Generator) -> list[tuple[int, int, int]]:
+    """(y, x, lesion_pixels) of kept windows: all with lesion, a random `background_keep` of the rest in the FOV."""
+    ys, xs, lesion_counts = window_sums(lesion, size, stride)
+    _, _, fov_counts = window_sums(fov, size, stride)
+    draws = rng.random(lesion_counts.shape)  # one draw per window, so the choice does not depend on order
+    keep = (lesion_counts > 0) | ((fov_counts > 0) & (draws < background_keep))
+    return [(int(ys[i]), int(xs[j]), int(lesion_counts[i, j])) for i, j in zip(*np.nonzero(keep))]
+
+
+def write_patch_set(out_dir: Path, images: np.ndarray, masks: np.ndarray, index: list[dict], meta: dict) -> None:
+    """Write images.npy (N, S, S) uint8, masks.npy (N, L, S, S) uint8 {0,1}, index.csv and meta.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_npy(out_dir / "images.npy", images)
+    save_npy(out_dir / "masks.npy", masks)
+    with atomic_path(out_dir / "index.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=INDEX_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(index)
+    write_json(out_dir / "meta.json", meta)
+
+
+def read_patch_index(out_dir: Path) -> list[dict]:
+    """The index.csv rows of a patch set (y, x, lesion_pixels as int)."""
+    with open(Path(out_dir) / "index.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["y"], r["x"], r["lesion_pixels"] = int(r["y"]), int(r["x"]), int(r["lesion_pixels"])
+    return rows
+
+
+def read_patch_meta(out_dir: Path) -> dict:
+    """meta.json of a patch set."""
+    return json.loads((Path(out_dir) / "meta.json").read_text())

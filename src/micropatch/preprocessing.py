@@ -1,0 +1,81 @@
+"""Preprocessing: green channel, CLAHE, field-of-view mask; native resolution throughout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import imagehash
+import numpy as np
+from PIL import Image
+
+from .datasets import Record
+from .io import InputError, read_fundus, read_mask, sha256_file, write_png
+
+
+def green_clahe(rgb: np.ndarray, clip_limit: float = 2.0, grid: int = 8) -> np.ndarray:
+    """CLAHE of the green channel: uint8 RGB (H, W, 3) -> uint8 (H, W), same size."""
+    clahe = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(grid, grid))
+    return clahe.apply(np.ascontiguousarray(rgb[..., 1]))
+
+
+def fov_mask(rgb: np.ndarray, threshold: int = 15) -> np.ndarray:
+    """Field of view, bool (H, W): the largest bright region of the red channel, holes filled."""
+    red = cv2.medianBlur(np.ascontiguousarray(rgb[..., 0]), 5)  # JPEG noise in the black border is not fundus
+    bright = (red > threshold).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=8)
+    if count <= 1:
+        return np.zeros(red.shape, bool)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    region = (labels == largest).astype(np.uint8)
+    contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros_like(region)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)  # dark lesions inside the disc stay FOV
+    return filled.astype(bool)
+
+
+def fov_phash(rgb: np.ndarray, fov: np.ndarray) -> str:
+    """64-bit perceptual hash (hex) of the green channel cropped to the FOV's bounding box."""
+    ys, xs = np.nonzero(fov)
+    if ys.size == 0:
+        crop = rgb[..., 1]
+    else:
+        crop = rgb[ys.min():ys.max() + 1, xs.min():xs.max() + 1, 1]
+    return str(imagehash.phash(Image.fromarray(np.ascontiguousarray(crop)), hash_size=8))
+
+
+def preprocess_record(record: Record, out_dir: Path, lesions: list[str], clip_limit: float, grid: int,
+                      fov_threshold: int) -> dict:
+    """Write <id>.png (CLAHE green), <id>_fov.png and <id>_<lesion>.png under out_dir; return the fingerprint."""
+    rgb = read_fundus(record.image_path)
+    shape = rgb.shape[:2]
+    fov = fov_mask(rgb, fov_threshold)
+    if fov.mean() < 0.05:
+        raise InputError(
+            f"{record.image_path}: under 5 % of the image is brighter than the field-of-view threshold "
+            f"({fov_threshold}); this does not look like a fundus photograph (or preprocess.fov_threshold is wrong)"
+        )
+    lesion_pixels = {}
+    masks = {}
+    for lesion in lesions:
+        path = record.masks.get(lesion)
+        masks[lesion] = read_mask(path, shape) if path is not None else np.zeros(shape, bool)
+        lesion_pixels[lesion] = int(masks[lesion].sum())
+    # write everything only after every input has validated, so a bad mask leaves no partial image set
+    write_png(out_dir / f"{record.image_id}.png", green_clahe(rgb, clip_limit, grid))
+    write_png(out_dir / f"{record.image_id}_fov.png", fov.astype(np.uint8) * 255)
+    for lesion, mask in masks.items():
+        write_png(out_dir / f"{record.image_id}_{lesion}.png", mask.astype(np.uint8) * 255)
+    return {
+        "dataset": record.dataset,
+        "image_id": record.image_id,
+        "patient_key": record.patient_key,
+        "official_split": record.official_split,
+        "source": str(record.image_path),
+        "sha256": sha256_file(record.image_path),
+        "phash": fov_phash(rgb, fov),
+        "height": int(shape[0]),
+        "width": int(shape[1]),
+        "fov_fraction": round(float(fov.mean()), 4),
+        "lesion_pixels": lesion_pixels,
+        "annotated": {lesion: record.masks.get(lesion) is not None for lesion in lesions},
+    }

@@ -1,0 +1,87 @@
+"""Patient-isolated train/val split, made before any patch exists, written as a manifest."""
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .io import InputError, write_text
+
+MANIFEST_COLUMNS = ("dataset", "image_id", "patient_key", "split", "official_split", "sha256", "phash",
+                    "height", "width", "lesion_bearing", "source")
+
+
+def read_patient_keys(path: str | Path) -> dict[str, str]:
+    """image_id -> patient_key from a user's CSV with columns image_id, patient_key."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"image_id", "patient_key"} <= set(reader.fieldnames):
+            raise InputError(f"{path}: patient-key CSV needs the columns image_id,patient_key")
+        return {row["image_id"]: row["patient_key"] for row in reader}
+
+
+def choose_val_groups(groups: list[str], positive: set[str], val_fraction: float, seed: int) -> set[str]:
+    """Seeded choice of round(val_fraction * len(groups)) groups, stratified by lesion-bearing vs not."""
+    rng = np.random.default_rng(seed)
+    n_val = int(round(val_fraction * len(groups)))
+    pos = sorted(g for g in groups if g in positive)
+    neg = sorted(g for g in groups if g not in positive)
+    n_val_pos = int(round(n_val * len(pos) / max(1, len(groups))))
+    if len(pos) >= 2 and n_val >= 1:
+        n_val_pos = min(max(n_val_pos, 1), len(pos) - 1)  # both sides must see lesion-bearing images
+    n_val_neg = min(n_val - n_val_pos, len(neg))
+    chosen = [pos[i] for i in rng.permutation(len(pos))[:n_val_pos]]
+    chosen += [neg[i] for i in rng.permutation(len(neg))[:n_val_neg]]
+    return set(chosen)
+
+
+def assign_splits(fingerprints: list[dict], train_on: list[str], val_fraction: float, seed: int,
+                  patient_keys: dict[str, str] | None = None) -> list[dict]:
+    """Manifest rows: train-role images split train/val by patient, official test images and other datasets 'test'."""
+    rows = []
+    for fp in fingerprints:
+        row = {k: fp[k] for k in ("dataset", "image_id", "patient_key", "official_split", "sha256", "phash",
+                                  "height", "width", "source")}
+        if patient_keys and fp["image_id"] in patient_keys:
+            row["patient_key"] = patient_keys[fp["image_id"]]
+        row["lesion_bearing"] = int(any(v > 0 for v in fp["lesion_pixels"].values()))
+        rows.append(row)
+    pool = [r for r in rows if r["dataset"] in train_on and r["official_split"] != "test"]
+    members = defaultdict(list)
+    for r in pool:
+        members[(r["dataset"], r["patient_key"])].append(r)
+    groups = sorted(f"{d}\x00{p}" for d, p in members)
+    positive = {f"{d}\x00{p}" for (d, p), rs in members.items() if any(r["lesion_bearing"] for r in rs)}
+    val = choose_val_groups(groups, positive, val_fraction, seed)
+    for r in rows:
+        in_pool = r["dataset"] in train_on and r["official_split"] != "test"
+        key = f"{r['dataset']}\x00{r['patient_key']}"
+        r["split"] = ("val" if key in val else "train") if in_pool else "test"
+    return sorted(rows, key=lambda r: (r["dataset"], r["image_id"]))
+
+
+def manifest_csv(rows: list[dict]) -> str:
+    """The manifest as CSV text, columns in MANIFEST_COLUMNS order, '\\n' line ends."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_manifest(path: str | Path, rows: list[dict]) -> None:
+    """Write the manifest CSV atomically."""
+    write_text(path, manifest_csv(rows))
+
+
+def read_manifest(path: str | Path) -> list[dict]:
+    """Manifest rows as dicts of strings (height/width/lesion_bearing as int)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for key in ("height", "width", "lesion_bearing"):
+            r[key] = int(r[key])
+    return rows

@@ -1,0 +1,183 @@
+"""Synthetic fundus photographs with exact lesion masks, written in a real dataset's native layout.
+
+The embedded default of the pipeline: deterministic from a seed, small enough for a CPU, and shaped like
+the real thing (circular field of view, illumination falloff, vessel tree, optic disc, texture, sensor noise)
+so that the real adapters, preprocessing and model all run on it unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .io import atomic_path
+
+LESIONS = ("MA", "HE", "EX", "SE")
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """What to draw: image size in px and lesion counts per image (ranges are inclusive)."""
+
+    width: int = 1024
+    height: int = 680
+    ma_per_image: tuple[int, int] = (12, 30)
+    ma_diameter_px: tuple[int, int] = (3, 12)
+    he_per_image: tuple[int, int] = (0, 3)
+    ex_per_image: tuple[int, int] = (0, 4)
+    se_probability: float = 0.4
+    jpeg_quality: int = 92
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
+    """Low-frequency noise in [-1, 1], float32 (H, W): a cells x cells random grid upsampled bicubically."""
+    grid = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
+    return np.clip(cv2.resize(grid, shape[::-1], interpolation=cv2.INTER_CUBIC), -1, 1)
+
+
+def _vessel_tree(rng: np.random.Generator, shape, origin, fov_radius: float) -> np.ndarray:
+    """Vessel darkness in [0, 1], float32 (H, W): random branching polylines from the optic disc."""
+    canvas = np.zeros(shape, np.float32)
+    stack = []
+    for angle in rng.uniform(0, 2 * np.pi) + np.arange(5) * 2 * np.pi / 5 + rng.normal(0, 0.2, 5):
+        stack.append((np.array(origin, float), angle, max(2.0, fov_radius / 55), 0))
+    while stack:
+        point, angle, width, depth = stack.pop()
+        length = fov_radius * rng.uniform(0.25, 0.45) / (1 + 0.4 * depth)
+        points = [point.copy()]
+        for _ in range(12):
+            angle += rng.normal(0, 0.18)
+            point = point + (length / 12) * np.array([np.cos(angle), np.sin(angle)])
+            points.append(point.copy())
+        cv2.polylines(canvas, [np.round(np.array(points)).astype(np.int32)], False, 0.55 + 0.1 * width / 6,
+                      thickness=max(1, int(round(width))), lineType=cv2.LINE_AA)
+        if depth < 4 and width > 1.2:
+            for turn in (-1, 1):
+                stack.append((point, angle + turn * rng.uniform(0.3, 0.8), width * 0.72, depth + 1))
+    return cv2.GaussianBlur(canvas, (0, 0), 0.8)
+
+
+def _random_points_in_disc(rng, n, center, radius, avoid_center, avoid_radius):
+    """n (x, y) float points uniformly inside a disc, away from a second disc (the optic disc)."""
+    points = []
+    while len(points) < n:
+        r = radius * np.sqrt(rng.uniform(0, 1))
+        t = rng.uniform(0, 2 * np.pi)
+        p = (center[0] + r * np.cos(t), center[1] + r * np.sin(t))
+        if np.hypot(p[0] - avoid_center[0], p[1] - avoid_center[1]) > avoid_radius:
+            points.append(p)
+    return points
+
+
+def _blob(rng, mask: np.ndarray, center, radius: float, irregular: bool) -> None:
+    """Draw one filled lesion into a bool (H, W) mask in place: a disc or an irregular cluster of ellipses."""
+    canvas = mask.view(np.uint8)
+    x, y = center
+    if not irregular:
+        cv2.circle(canvas, (int(round(x)), int(round(y))), max(1, int(round(radius))), 1, -1, cv2.LINE_8)
+        return
+    for _ in range(rng.integers(2, 6)):
+        dx, dy = rng.normal(0, radius * 0.5, 2)
+        axes = (max(1, int(radius * rng.uniform(0.4, 1.0))), max(1, int(radius * rng.uniform(0.3, 0.8))))
+        cv2.ellipse(canvas, (int(x + dx), int(y + dy)), axes, rng.uniform(0, 180), 0, 360, 1, -1)
+
+
+def synth_fundus(seed: int, spec: SyntheticSpec = SyntheticSpec()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One synthetic fundus: uint8 RGB (H, W, 3) and {lesion: bool (H, W)} masks, deterministic from seed."""
+    rng = np.random.default_rng(seed)
+    h, w = spec.height, spec.width
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    center = (w / 2 + rng.uniform(-0.02, 0.02) * w, h / 2)
+    fov_radius = 0.53 * h  # cut at top and bottom, as IDRiD's 4288x2848 frames are
+    radius_map = np.hypot(xx - center[0], yy - center[1]) / fov_radius
+    fov = radius_map <= 1.0
+
+    side = rng.choice([-1, 1])
+    disc_center = (center[0] + side * 0.45 * fov_radius, center[1] + rng.uniform(-0.05, 0.05) * h)
+    disc_radius = 0.09 * fov_radius
+
+    falloff = np.clip(1.0 - 0.55 * radius_map**2.2, 0.25, 1.0)
+    texture = 1.0 + 0.06 * _smooth_noise(rng, (h, w), 12) + 0.03 * _smooth_noise(rng, (h, w), 48)
+    base = np.array([rng.uniform(175, 215), rng.uniform(80, 105), rng.uniform(30, 50)], np.float32)
+    rgb = base[None, None, :] * (falloff * texture)[..., None]
+
+    disc = np.exp(-(np.hypot(xx - disc_center[0], yy - disc_center[1]) / disc_radius) ** 4)
+    rgb += disc[..., None] * np.array([50, 110, 70], np.float32)
+
+    vessels = _vessel_tree(rng, (h, w), disc_center, fov_radius)
+    rgb *= (1.0 - vessels[..., None] * np.array([0.35, 0.6, 0.55], np.float32))
+
+    masks = {name: np.zeros((h, w), bool) for name in LESIONS}
+    n_ma = int(rng.integers(spec.ma_per_image[0], spec.ma_per_image[1] + 1))
+    vessel_pixels = np.argwhere((vessels > 0.3) & (radius_map < 0.85))
+    candidates = _random_points_in_disc(rng, n_ma, center, 0.88 * fov_radius, disc_center, 2 * disc_radius)
+    for i, (x, y) in enumerate(candidates):
+        if i % 3 == 0 and len(vessel_pixels):  # a third sit beside a vessel, where they are hardest to see
+            vy, vx = vessel_pixels[rng.integers(len(vessel_pixels))]
+            offset = rng.uniform(6, 12) * np.array([np.cos(a := rng.uniform(0, 2 * np.pi)), np.sin(a)])
+            x, y = vx + offset[0], vy + offset[1]
+        diameter = rng.uniform(*spec.ma_diameter_px)
+        _blob(rng, masks["MA"], (x, y), diameter / 2, irregular=False)
+
+    n_he = int(rng.integers(spec.he_per_image[0], spec.he_per_image[1] + 1))
+    for x, y in _random_points_in_disc(rng, n_he, center, 0.8 * fov_radius, disc_center, 2 * disc_radius):
+        _blob(rng, masks["HE"], (x, y), rng.uniform(10, 22), irregular=True)
+    n_ex = int(rng.integers(spec.ex_per_image[0], spec.ex_per_image[1] + 1))
+    for x, y in _random_points_in_disc(rng, n_ex, center, 0.7 * fov_radius, disc_center, 2 * disc_radius):
+        _blob(rng, masks["EX"], (x, y), rng.uniform(4, 12), irregular=True)
+    if rng.uniform() < spec.se_probability:
+        (x, y), = _random_points_in_disc(rng, 1, center, 0.6 * fov_radius, disc_center, 2 * disc_radius)
+        _blob(rng, masks["SE"], (x, y), rng.uniform(14, 24), irregular=True)
+    for name in LESIONS:
+        masks[name] &= fov
+    masks["MA"] &= ~masks["HE"]  # one label per pixel where lesions overlap; MAs stay the small dots
+
+    depth = rng.uniform(0.45, 0.65)
+    rgb[masks["MA"]] *= np.array([0.75, 1 - depth, 1 - depth * 0.8], np.float32)
+    rgb[masks["HE"]] *= np.array([0.6, 0.35, 0.4], np.float32)
+    rgb[masks["EX"]] = rgb[masks["EX"]] * 0.3 + np.array([235, 215, 110], np.float32) * 0.7
+    soft = cv2.GaussianBlur(masks["SE"].astype(np.float32), (0, 0), 4)
+    rgb += soft[..., None] * np.array([40, 60, 50], np.float32)
+
+    rgb = cv2.GaussianBlur(rgb, (0, 0), 0.7)  # camera optics: edges of every structure are soft
+    rgb += rng.normal(0, 2.5, rgb.shape).astype(np.float32)  # sensor noise
+    rgb[~fov] = rng.uniform(0, 4, (int((~fov).sum()), 3))  # dark border with a little noise, as JPEGs have
+    return np.clip(rgb, 0, 255).astype(np.uint8), masks
+
+
+def _save_jpeg(path: Path, rgb: np.ndarray, quality: int) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(rgb).save(tmp, format="JPEG", quality=quality)
+
+
+def _save_mask_tif(path: Path, mask: np.ndarray) -> None:
+    """1-bit TIFF with deflate compression, as the re-saved IDRiD masks are."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(mask).convert("1").save(tmp, format="TIFF", compression="tiff_adobe_deflate")
+
+
+IDRID_LESION_FOLDERS = {"MA": "1. Microaneurysms", "HE": "2. Haemorrhages", "EX": "3. Hard Exudates",
+                        "SE": "4. Soft Exudates"}
+
+
+def write_idrid_layout(root: Path, n_images: int, seed: int, spec: SyntheticSpec = SyntheticSpec(),
+                       first_id: int = 1, split_folder: str = "a. Training Set") -> list[str]:
+    """Write n synthetic images in the official IDRiD layout under root; return the image ids."""
+    from tqdm import tqdm
+
+    seg = Path(root) / "A. Segmentation"
+    ids = []
+    for index in tqdm(range(n_images), desc="synthetic IDRiD", unit="img", leave=False):
+        image_id = f"IDRiD_{first_id + index:02d}"
+        rgb, masks = synth_fundus(seed * 100_003 + index, spec)
+        _save_jpeg(seg / "1. Original Images" / split_folder / f"{image_id}.jpg", rgb, spec.jpeg_quality)
+        for lesion, folder in IDRID_LESION_FOLDERS.items():
+            # IDRiD ships MA and EX masks for every image, HE and SE only where the lesion is present
+            if lesion in ("MA", "EX") or masks[lesion].any():
+                path = seg / "2. All Segmentation Groundtruths" / split_folder / folder / f"{image_id}_{lesion}.tif"
+                _save_mask_tif(path, masks[lesion])
+        ids.append(image_id)
+    return ids
