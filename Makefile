@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the stages' `python` and `dvc` are the venv's
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install data run test clean
 

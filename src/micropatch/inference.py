@@ -22,7 +22,8 @@ def sliding_window_probability(model: torch.nn.Module, image: np.ndarray, window
         with torch.autocast(device.type, enabled=device.type == "cuda"):
             return torch.sigmoid(model(batch).float())
 
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+    # float64 accumulator: a sum of 1-4 float32 window outputs divided by its count is then exact
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float64))[None, None].to(device)
     with torch.inference_mode():
         probability = sliding_window_inference(
             tensor, roi_size=(window, window), sw_batch_size=batch_size, predictor=predictor,

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+from micropatch.metrics import (AUPR_THRESHOLDS, aupr_11, average_precision, counts_at, image_histograms,
+                                scores, summarise)
+
+
+def square(center, size, shape=(40, 40)):
+    mask = np.zeros(shape, bool)
+    half = size // 2
+    mask[center[0] - half:center[0] + half + 1, center[1] - half:center[1] + half + 1] = True
+    return mask
+
+
+def dice_of(pred, truth):
+    hist = image_histograms(pred.astype(np.uint8) * 255, truth)
+    return scores(*counts_at(hist, 0.5))["dice"]
+
+
+def test_5x5_lesion_predicted_as_7x7_gives_dice_0_67():
+    assert dice_of(square((20, 20), 7), square((20, 20), 5)) == pytest.approx(2 * 25 / (25 + 49))
+
+
+def test_two_pixel_shift_of_a_5x5_lesion():
+    assert dice_of(square((20, 22), 5), square((20, 20), 5)) == pytest.approx(2 * 15 / 50)
+
+
+def test_empty_prediction_of_empty_truth_is_perfect_not_nan():
+    empty = np.zeros((8, 8), bool)
+    s = scores(*counts_at(image_histograms(np.zeros((8, 8), np.uint8), empty), 0.5))
+    assert s == {"precision": 1.0, "recall": 1.0, "dice": 1.0, "iou": 1.0}
+
+
+def test_pixels_outside_the_fov_never_count_as_predictions():
+    truth = np.zeros((10, 10), bool)
+    pred = np.full((10, 10), 255, np.uint8)
+    fov = np.zeros((10, 10), bool)
+    fov[:5] = True
+    hist = image_histograms(pred, truth, fov)
+    assert counts_at(hist, 0.5) == (0, 50, 0)
+
+
+def direct_aupr_11(prob, truth):
+    points = []
+    for t in AUPR_THRESHOLDS:
+        pred = prob >= t
+        tp, fp, fn = (pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()
+        points.append((tp / (tp + fn) if tp + fn else 0.0, tp / (tp + fp) if tp + fp else 1.0))
+    points.sort()
+    r, p = np.array(points).T
+    return float(np.sum(np.diff(r) * (p[1:] + p[:-1]) / 2))
+
+
+def direct_ap(prob, truth):
+    order = np.argsort(-prob, kind="stable")
+    p, t = prob[order], truth[order]
+    tp, fp = np.cumsum(t), np.cumsum(~t)
+    last = np.r_[np.diff(p) != 0, True]  # one point per distinct threshold
+    recall, precision = tp[last] / t.sum(), tp[last] / (tp[last] + fp[last])
+    return float(np.sum(np.diff(np.r_[0, recall]) * precision))
+
+
+def test_streamed_aupr_and_ap_match_direct_computation_on_random_images():
+    rng = np.random.default_rng(0)
+    hists, probs, truths = [], [], []
+    for _ in range(5):
+        truth = rng.random((64, 64)) < 0.05
+        prob_u8 = np.clip(rng.normal(60 + 120 * truth, 50), 0, 255).astype(np.uint8)
+        hists.append(image_histograms(prob_u8, truth))
+        probs.append(prob_u8.ravel() / 255.0)
+        truths.append(truth.ravel())
+    pooled = np.sum(hists, axis=0)
+    prob, truth = np.concatenate(probs), np.concatenate(truths)
+    assert aupr_11(pooled) == pytest.approx(direct_aupr_11(prob, truth), abs=1e-6)
+    assert average_precision(pooled) == pytest.approx(direct_ap(prob, truth), abs=1e-6)
+
+
+def test_summary_pools_pixels_and_bootstraps_per_image_dice():
+    truth = square((20, 20), 5)
+    hists = [image_histograms(square((20, 20), 5).astype(np.uint8) * 255, truth),
+             image_histograms(np.zeros((40, 40), np.uint8), truth)]
+    s = summarise(hists, 0.5, bootstrap_draws=200, seed=0)
+    assert s["dice"] == pytest.approx(2 * 25 / (50 + 25))
+    assert s["dice_per_image_mean"] == pytest.approx(0.5)
+    low, high = s["dice_per_image_ci95"]
+    assert 0.0 <= low <= 0.5 <= high <= 1.0
