@@ -21,7 +21,8 @@ def main() -> None:
             fp["lesion_pixels"] = {k: v for k, v in fp["lesion_pixels"].items() if k in lesions}
             fingerprints.append(fp)
     keys = read_patient_keys(params["patient_keys"]) if params.get("patient_keys") else None
-    rows = assign_splits(fingerprints, params["train_on"], params["val_fraction"], params["seed"], keys)
+    rows = assign_splits(fingerprints, params["train_on"], params["val_fraction"], params["seed"], keys,
+                         params["merge_near_duplicates"])
     write_manifest(MANIFEST, rows)
     logging.info("patient-split: %s", dict(Counter((r["dataset"], r["split"]) for r in rows)))
 

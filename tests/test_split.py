@@ -1,9 +1,15 @@
+import numpy as np
+
 from micropatch.split import assign_splits, choose_val_groups, manifest_csv
+
+
+def random_phash(seed):
+    return "".join(np.random.default_rng(seed).choice(list("0123456789abcdef"), 64))
 
 
 def fingerprint(i, patient=None, dataset="idrid", lesion=1, split="train"):
     return {"dataset": dataset, "image_id": f"IDRiD_{i:02d}", "patient_key": patient or f"IDRiD_{i:02d}",
-            "official_split": split, "sha256": f"{i:064x}", "phash": "0" * 16, "height": 10, "width": 10,
+            "official_split": split, "sha256": f"{i:064x}", "phash": random_phash(i), "height": 10, "width": 10,
             "source": f"x/{i}.jpg", "lesion_pixels": {"MA": lesion}}
 
 

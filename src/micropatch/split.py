@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +37,35 @@ def choose_val_groups(groups: list[str], positive: set[str], val_fraction: float
     return set(chosen)
 
 
+def merge_duplicate_groups(pool: list[dict], group_of: dict[int, str]) -> dict[int, str]:
+    """Union of patient groups linked by identical bytes or near-duplicate images: row index -> merged group."""
+    from .audit import near_duplicate_pairs
+
+    parent = {g: g for g in group_of.values()}
+
+    def find(g: str) -> str:
+        while parent[g] != g:
+            g = parent[g] = parent[parent[g]]
+        return g
+
+    links = [(i, j) for i, j, _ in near_duplicate_pairs(pool)]
+    first_with = {}
+    for i, row in enumerate(pool):
+        links.append((first_with.setdefault(row["sha256"], i), i))
+    for i, j in links:
+        a, b = find(group_of[i]), find(group_of[j])
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return {i: find(g) for i, g in group_of.items()}
+
+
 def assign_splits(fingerprints: list[dict], train_on: list[str], val_fraction: float, seed: int,
-                  patient_keys: dict[str, str] | None = None) -> list[dict]:
-    """Manifest rows: train-role images split train/val by patient, official test images and other datasets 'test'."""
+                  patient_keys: dict[str, str] | None = None, merge_near_duplicates: bool = True) -> list[dict]:
+    """Manifest rows: train-role images split train/val by patient, official test images and other datasets 'test'.
+
+    With merge_near_duplicates, images with identical bytes or near-identical fundus join one patient group, so
+    unlabelled duplicates of one eye never straddle train and val.
+    """
     rows = []
     for fp in fingerprints:
         row = {k: fp[k] for k in ("dataset", "image_id", "patient_key", "official_split", "sha256", "phash",
@@ -49,17 +74,18 @@ def assign_splits(fingerprints: list[dict], train_on: list[str], val_fraction: f
             row["patient_key"] = patient_keys[fp["image_id"]]
         row["lesion_bearing"] = int(any(v > 0 for v in fp["lesion_pixels"].values()))
         rows.append(row)
-    pool = [r for r in rows if r["dataset"] in train_on and r["official_split"] != "test"]
-    members = defaultdict(list)
-    for r in pool:
-        members[(r["dataset"], r["patient_key"])].append(r)
-    groups = sorted(f"{d}\x00{p}" for d, p in members)
-    positive = {f"{d}\x00{p}" for (d, p), rs in members.items() if any(r["lesion_bearing"] for r in rs)}
+    pool = sorted((r for r in rows if r["dataset"] in train_on and r["official_split"] != "test"),
+                  key=lambda r: (r["dataset"], r["image_id"]))
+    group_of = {i: f"{r['dataset']}\x00{r['patient_key']}" for i, r in enumerate(pool)}
+    if merge_near_duplicates:
+        group_of = merge_duplicate_groups(pool, group_of)
+    groups = sorted(set(group_of.values()))
+    positive = {group_of[i] for i, r in enumerate(pool) if r["lesion_bearing"]}
     val = choose_val_groups(groups, positive, val_fraction, seed)
     for r in rows:
-        in_pool = r["dataset"] in train_on and r["official_split"] != "test"
-        key = f"{r['dataset']}\x00{r['patient_key']}"
-        r["split"] = ("val" if key in val else "train") if in_pool else "test"
+        r["split"] = "test"
+    for i, r in enumerate(pool):
+        r["split"] = "val" if group_of[i] in val else "train"
     return sorted(rows, key=lambda r: (r["dataset"], r["image_id"]))
 
 
