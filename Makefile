@@ -30,6 +30,7 @@ data: install
 
 run: data
 	$(BIN)/dvc repro
+	$(BIN)/micropatch readme
 	@cat metrics/cross_domain.md
 	$(BIN)/dvc metrics show
 

@@ -18,7 +18,7 @@ def main(domain: str) -> None:
     params = load_params("infer")
     spec = params["domains"][domain]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, config = load_checkpoint("data/model/model.pt", device)
+    model, config = load_checkpoint("data/model/model.safetensors", device)
     rows = [r for r in read_manifest("data/splits/manifest.csv")
             if r["dataset"] == spec["dataset"] and r["split"] == spec["split"]]
     if not rows:

@@ -1,14 +1,44 @@
 """Stage score: pooled P/R/Dice/IoU, aupr_11 and AP per domain and lesion; one JSON per domain and a table."""
+import csv
 import json
 import logging
 from pathlib import Path
 
-from micropatch import logs
+from micropatch import figures, logs
 from micropatch.evaluation import score_domain, cross_domain_table
-from micropatch.io import load_params, write_json, write_text
+from micropatch.io import load_params, read_fundus, read_png, write_json, write_text
+from micropatch.split import read_manifest
 from micropatch.provenance import versions
 
 METRICS = Path("metrics")
+PLOTS = METRICS / "plots"
+
+
+def write_figures(results: dict, curves: dict, params: dict) -> None:
+    """Curve data for `dvc plots` (one JSON per domain and lesion) and PNG figures, panels included."""
+    for (domain, lesion), c in curves.items():
+        rows = lambda curve, keys: [dict(zip(keys, values)) for values in zip(*(curve[k] for k in keys))]
+        write_json(PLOTS / "pr" / f"{domain}_{lesion}.json", rows(c["pr_curve"], ("threshold", "recall", "precision")))
+        write_json(PLOTS / "froc" / f"{domain}_{lesion}.json",
+                   rows(c["froc_curve"], ("threshold", "fps_per_image", "sensitivity")))
+    with_curves = {d: {l: s | curves[d, l] for l, s in by.items()} for d, by in results.items()}
+    figures.curves_figure(with_curves, PLOTS / "curves.png")
+    figures.bars_figure(results, PLOTS / "cross_domain.png")
+    manifest = {(r["dataset"], r["image_id"]): r for r in read_manifest("data/splits/manifest.csv")}
+    for domain_file in sorted(Path("data/predictions").glob("*/domain.json")):
+        domain = json.loads(domain_file.read_text())
+        per_image = list(csv.DictReader(open(METRICS / "per_image" / f"{domain['domain']}.csv")))
+        for lesion in domain["lesions"]:
+            ranked = sorted((r for r in per_image if r["lesion"] == lesion), key=lambda r: -float(r["dice"]))
+            chosen = {"best": ranked[0], "median": ranked[len(ranked) // 2], "worst": ranked[-1]}
+            for rank, row in chosen.items():
+                image_id = row["image_id"]
+                probability = read_png(domain_file.parent / f"{image_id}_{lesion}.png") / 255.0
+                truth = read_png(Path("data/preprocessed") / domain["dataset"] / f"{image_id}_{lesion}.png") > 0
+                rgb = read_fundus(manifest[domain["dataset"], image_id]["source"])
+                figures.panel_figure(f"{domain['domain']} {lesion} {rank} by Dice: {image_id} "
+                                     f"(Dice {float(row['dice']):.3f})", rgb, probability, truth,
+                                     params["threshold"], PLOTS / "panels" / f"{domain['domain']}_{lesion}_{rank}.png")
 
 
 def main() -> None:
@@ -19,6 +49,11 @@ def main() -> None:
         domain = json.loads(domain_file.read_text())
         results[domain["domain"]] = score_domain(domain, domain_file.parent, Path("data/preprocessed"),
                                                  params, METRICS / "per_image" / f"{domain['domain']}.csv")
+    curves = {}
+    for domain, by_lesion in results.items():
+        for lesion, summary in by_lesion.items():
+            curves[domain, lesion] = {k: summary.pop(k) for k in ("pr_curve", "pr_11", "froc_curve")}
+    write_figures(results, curves, params)
     write_json(METRICS / "scores.json", {"domains": results, "threshold": params["threshold"],
                                          "seed": params["seed"], "versions": versions()})
     write_text(METRICS / "cross_domain.md", cross_domain_table(results))

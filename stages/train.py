@@ -11,7 +11,7 @@ from micropatch.io import load_params, sha256_file, write_json, write_text
 from micropatch.provenance import versions
 from micropatch.training import TrainConfig, train
 
-MODEL = Path("data/model/model.pt")
+MODEL = Path("data/model/model.safetensors")
 STATE = Path("data/train_state/last.pt")  # outside DVC's outs: DVC deletes outs before a rerun, this must survive
 HISTORY = Path("metrics/train_history.tsv")
 

@@ -84,3 +84,16 @@ def test_summary_pools_pixels_and_bootstraps_per_image_dice():
     assert s["dice_per_image_mean"] == pytest.approx(0.5)
     low, high = s["dice_per_image_ci95"]
     assert 0.0 <= low <= 0.5 <= high <= 1.0
+
+
+def test_oracle_threshold_is_the_dice_maximum_and_curves_are_consistent():
+    truth = np.zeros((20, 20), bool)
+    truth[5:10, 5:10] = True
+    prob = np.zeros((20, 20), np.uint8)
+    prob[5:10, 5:10] = 100  # the lesion at p = 0.39: missed at 0.5, found exactly at <= 100/255
+    prob[15:18, 15:18] = 60
+    s = summarise([image_histograms(prob, truth)], 0.5, bootstrap_draws=10)
+    assert s["dice"] == 0.0
+    assert s["oracle_dice"] == 1.0 and 60 / 255 < s["oracle_threshold_max_dice"] <= 100 / 255
+    assert s["pr_11"]["recall"][4] == 0 and s["pr_11"]["recall"][3] == 1.0  # thresholds 0.4 and 0.3
+    assert len(s["pr_curve"]["precision"]) == 256

@@ -37,8 +37,8 @@ def test_unet_shapes_and_checkpoint_roundtrip(tmp_path):
     model = build_model(2).eval()
     x = torch.zeros(1, 1, 128, 128)
     assert model(x).shape == (1, 2, 128, 128)
-    save_checkpoint(tmp_path / "m.pt", model, {"lesions": ["MA", "HE"], "encoder": "resnet34", "attention": "scse"})
-    loaded, config = load_checkpoint(tmp_path / "m.pt")
+    save_checkpoint(tmp_path / "m.safetensors", model, {"lesions": ["MA", "HE"], "encoder": "resnet34", "attention": "scse"})
+    loaded, config = load_checkpoint(tmp_path / "m.safetensors")
     assert config["lesions"] == ["MA", "HE"]
     assert torch.equal(loaded(x), model(x))
 
@@ -59,12 +59,11 @@ def test_imagenet_weights_come_only_from_the_local_cache(tmp_path, monkeypatch):
 
 def test_nan_weights_and_code_running_pickles_are_refused(tmp_path):
     model = build_model(1)
-    state = model.state_dict()
-    state["segmentation_head.0.weight"][0] = float("nan")
-    torch.save({"state_dict": state, "config": {"lesions": ["MA"], "encoder": "resnet34", "attention": "scse"}},
-               tmp_path / "nan.pt")
-    with pytest.raises(InputError, match="nan.pt: weight 'segmentation_head.0.weight' holds NaN"):
-        load_checkpoint(tmp_path / "nan.pt")
+    with torch.no_grad():
+        model.segmentation_head[0].weight[0] = float("nan")
+    save_checkpoint(tmp_path / "nan.safetensors", model, {"lesions": ["MA"], "encoder": "resnet34", "attention": "scse"})
+    with pytest.raises(InputError, match="nan.safetensors: weight 'segmentation_head.0.weight' holds NaN"):
+        load_checkpoint(tmp_path / "nan.safetensors")
 
     class Exploit:
         def __reduce__(self):

@@ -63,3 +63,11 @@ def test_second_repro_runs_nothing(workspace):
     work, env, _ = workspace
     log = run(["dvc", "repro"], work, env)
     assert "Running stage" not in log and "Data and pipelines are up to date" in log
+
+
+def test_forced_rerun_reproduces_every_output_byte_for_byte(workspace):
+    """dvc.lock holds the md5 of every output (manifest, patches, model, predictions, metrics): it must not move."""
+    work, env, _ = workspace
+    before = (work / "dvc.lock").read_text()
+    run(["dvc", "repro", "--force"], work, env)
+    assert (work / "dvc.lock").read_text() == before

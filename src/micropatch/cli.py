@@ -45,9 +45,11 @@ def run_audit(manifest: str, patches: str | None, out_dir: str, threshold: int) 
         for index in sorted(Path(patches).glob("*/index.csv")):
             patch_sets[index.parent.name] = read_patch_index(index.parent)
     leaks = audit.audit_manifest(rows, threshold) + audit.audit_patches(rows, patch_sets)
+    from .provenance import versions
+
     counts = audit.summary(leaks, rows, patch_sets, threshold)
     text = audit.report(leaks, counts)
-    write_json(Path(out_dir) / "leakage.json", counts)
+    write_json(Path(out_dir) / "leakage.json", counts | {"versions": versions()})
     write_text(Path(out_dir) / "leakage_report.md", text)
     print(text, end="")
     return 1 if leaks else 0
@@ -56,6 +58,63 @@ def run_audit(manifest: str, patches: str | None, out_dir: str, threshold: int) 
 def cmd_audit(args) -> int:
     """Audit a split manifest (and patch sets) for leakage; exit 1 on any leak."""
     return run_audit(args.manifest, None if args.no_patches else args.patches, args.out, args.threshold)
+
+
+def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    files = {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.suffix.lower() in suffixes:
+            if path.stem in files:
+                raise InputError(f"{folder}: two files share the stem '{path.stem}' ({files[path.stem].name}, {path.name})")
+            files[path.stem] = path
+    return files
+
+
+def cmd_evaluate(args) -> int:
+    """Score any method's probability maps against truth masks, paired by file stem; print one JSON object."""
+    import json
+
+    import numpy as np
+
+    from .evaluation import score_images, write_rows
+    from .inference import to_uint8
+    from .io import read_mask
+
+    preds = _by_stem(args.pred, (".png", ".npy"))
+    truths = _by_stem(args.truth, (".png", ".tif", ".tiff", ".gif", ".bmp"))
+    fovs = _by_stem(args.fov, (".png", ".tif", ".tiff", ".gif", ".bmp")) if args.fov else {}
+    unpaired = sorted(set(preds) ^ set(truths))
+    if unpaired or not preds:
+        raise InputError(f"--pred {args.pred} and --truth {args.truth} must hold the same stems; unpaired: "
+                         f"{unpaired[:10] or 'no predictions found'}")
+
+    def probability(path: Path) -> np.ndarray:
+        if path.suffix.lower() == ".npy":
+            values = np.load(path, allow_pickle=False)
+            if values.ndim != 2 or not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+                raise InputError(f"{path}: .npy predictions must be finite 2-D probabilities in [0, 1]")
+            return to_uint8(values)
+        from .io import read_png
+
+        values = read_png(path)
+        if values.ndim != 2 or values.dtype != np.uint8:
+            raise InputError(f"{path}: PNG predictions must be 8-bit single-channel (p = value / 255)")
+        return values
+
+    def items():
+        for stem in sorted(preds):
+            prob = probability(preds[stem])
+            truth = read_mask(truths[stem], prob.shape)
+            fov = read_mask(fovs[stem], prob.shape) if stem in fovs else None
+            yield stem, prob, truth, fov
+
+    summary, rows = score_images(items(), args.threshold, seed=0)
+    if args.csv:
+        write_rows(Path(args.csv), rows)
+    keys = ("precision", "recall", "dice", "iou", "aupr_11", "ap", "lesion_sensitivity", "fps_per_image", "froc",
+            "n_images")
+    print(json.dumps({k: summary[k] for k in keys}, indent=2))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     aud.add_argument("--out", default="metrics", help="where leakage.json and leakage_report.md go")
     aud.add_argument("--threshold", type=int, default=None, help="near-duplicate Hamming distance (bits of 256)")
     aud.set_defaults(func=cmd_audit)
+    ev = sub.add_parser("evaluate", help="score probability maps (PNG p=v/255 or .npy) against masks, by file stem")
+    ev.add_argument("--pred", required=True, type=Path)
+    ev.add_argument("--truth", required=True, type=Path)
+    ev.add_argument("--fov", type=Path, help="field-of-view masks; pixels outside never count as predictions")
+    ev.add_argument("--threshold", type=float, default=0.5)
+    ev.add_argument("--csv", help="also write the per-image table here")
+    ev.set_defaults(func=cmd_evaluate)
+    rd = sub.add_parser("readme", help="regenerate README.md's results block from metrics/")
+    rd.set_defaults(func=lambda args: __import__("micropatch.readme", fromlist=["update"]).update())
     args = parser.parse_args(argv)
     if getattr(args, "threshold", 0) is None:
         from .audit import PHASH_THRESHOLD

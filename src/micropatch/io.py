@@ -18,6 +18,8 @@ Image.MAX_IMAGE_PIXELS = 200_000_000  # native fundus frames reach 24 MP; refuse
 
 # EXIF orientation tag; values other than 1 mean "display rotated", which the masks never are.
 EXIF_ORIENTATION = 0x0112
+UMASK = os.umask(0o022)
+os.umask(UMASK)  # read once: temp files are created 0600 and get the user's usual mode before the rename
 MAX_MASK_LABELS = 3  # {0,1}, {0,255}, {0,200,255}: anything with more distinct values is not a label map
 
 
@@ -46,6 +48,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -68,6 +68,27 @@ def average_precision(hist: np.ndarray) -> float:
     return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
 
 
+def curves(pooled: np.ndarray) -> dict:
+    """PR curve over all 256 levels, the 11 aupr_11 points, and the Dice-maximising threshold (an oracle figure)."""
+    tp = np.cumsum(pooled[1][::-1])[::-1]  # predicted positive at level >= v
+    fp = np.cumsum(pooled[0][::-1])[::-1]
+    fn = pooled[1].sum() - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
+        recall = tp / max(int(pooled[1].sum()), 1)
+        dice = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 1.0)
+    best = int(np.argmax(dice[1:])) + 1  # level 0 predicts the whole frame
+    eleven = [counts_at(pooled, t) for t in AUPR_THRESHOLDS]
+    return {
+        "pr_curve": {"threshold": (np.arange(LEVELS) / 255).round(4).tolist(), "precision": precision.tolist(),
+                     "recall": recall.tolist()},
+        "pr_11": {"threshold": AUPR_THRESHOLDS.round(2).tolist(),
+                  "precision": [t / (t + f) if t + f else 1.0 for t, f, _ in eleven],
+                  "recall": [t / (t + n) if t + n else 0.0 for t, _, n in eleven]},
+        "oracle_threshold_max_dice": round(best / 255, 4), "oracle_dice": float(dice[best]),
+    }
+
+
 def bootstrap_mean_ci(values: np.ndarray, draws: int = 1000, seed: int = 0) -> tuple[float, float, float]:
     """(mean, 2.5 %, 97.5 %) of per-image values, images resampled with replacement."""
     values = np.asarray(values, float)
@@ -83,7 +104,56 @@ def summarise(hists: list[np.ndarray], threshold: float, bootstrap_draws: int = 
     pooled = np.sum(hists, axis=0) if hists else np.zeros((2, LEVELS), np.int64)
     out = scores(*counts_at(pooled, threshold))
     out.update(aupr_11=aupr_11(pooled), ap=average_precision(pooled), threshold=threshold, n_images=len(hists))
+    out.update(curves(pooled))
     per_image = [scores(*counts_at(h, threshold))["dice"] for h in hists]
     mean, low, high = bootstrap_mean_ci(np.array(per_image), bootstrap_draws, seed)
     out.update(dice_per_image_mean=mean, dice_per_image_ci95=[low, high])
     return out
+
+
+FROC_FPS_PER_IMAGE = (0.125, 0.25, 0.5, 1, 2, 4, 8)
+FP_LEVELS = np.unique(np.r_[np.arange(0, 256, 8), 255, 128])  # thresholds (levels) where FPs are counted
+
+
+def image_lesion_counts(probability_u8: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None) -> dict:
+    """Lesion-level counts of one image: found lesions per level (exact) and false-positive components per FP level.
+
+    A true lesion (8-connected component) is found at threshold t when a predicted component touches it, i.e.
+    when its highest probability is >= t; a predicted component touching no true lesion is one false positive.
+    """
+    import cv2
+
+    probability_u8 = probability_u8 if fov is None else np.where(fov, probability_u8, 0).astype(np.uint8)
+    n_true, labels = cv2.connectedComponents(truth.astype(np.uint8), connectivity=8)
+    lesion_peak = np.zeros(max(n_true - 1, 0), np.int64)
+    if n_true > 1:
+        np.maximum.at(lesion_peak, labels[truth] - 1, probability_u8[truth].astype(np.int64))
+    false_positives = []
+    for level in FP_LEVELS:
+        predicted = (probability_u8 >= max(level, 1)).astype(np.uint8)  # level 0 would predict the whole frame
+        n_pred, pred_labels = cv2.connectedComponents(predicted, connectivity=8)
+        touching = np.unique(pred_labels[truth & (predicted > 0)])
+        false_positives.append(n_pred - 1 - touching.size)
+    return {"peak_hist": np.bincount(lesion_peak, minlength=LEVELS), "lesions": int(lesion_peak.size),
+            "false_positives": np.array(false_positives, np.int64)}
+
+
+def lesion_summary(counts: list[dict], threshold: float) -> dict:
+    """Sensitivity and FPs/image at the threshold, the FROC curve and its score (mean sensitivity at 1/8..8 FPs)."""
+    n_images = len(counts)
+    lesions = sum(c["lesions"] for c in counts)
+    peak_hist = np.sum([c["peak_hist"] for c in counts], axis=0) if counts else np.zeros(LEVELS, np.int64)
+    found_at_or_above = np.cumsum(peak_hist[::-1])[::-1]  # lesions whose peak level >= v
+    false_positives = np.sum([c["false_positives"] for c in counts], axis=0) if counts else np.zeros(len(FP_LEVELS))
+    sensitivity = found_at_or_above[np.maximum(FP_LEVELS, 1)] / lesions if lesions else np.full(len(FP_LEVELS), np.nan)
+    fps_per_image = false_positives / max(n_images, 1)
+    froc = []
+    for target in FROC_FPS_PER_IMAGE:  # best sensitivity among thresholds that stay within the FP budget
+        within = fps_per_image <= target
+        froc.append(float(sensitivity[within].max()) if within.any() else 0.0)
+    operating = int(np.argmin(np.abs(FP_LEVELS / 255.0 - threshold)))
+    return {"lesions": lesions, "lesion_sensitivity": float(sensitivity[operating]),
+            "fps_per_image": float(fps_per_image[operating]), "froc": float(np.mean(froc)),
+            "froc_sensitivities": dict(zip([str(f) for f in FROC_FPS_PER_IMAGE], froc)),
+            "froc_curve": {"threshold": (FP_LEVELS / 255.0).round(4).tolist(),
+                           "fps_per_image": fps_per_image.tolist(), "sensitivity": sensitivity.tolist()}}

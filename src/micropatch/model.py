@@ -1,6 +1,7 @@
 """The U-Net (ResNet34 encoder, scSE decoder attention), offline ImageNet weights, safe checkpoint loading."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -56,29 +57,36 @@ def check_finite(state: dict[str, torch.Tensor], path) -> None:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, config: dict) -> None:
-    """Save weights plus the config needed to rebuild the model, atomically (tensors and plain types only)."""
+    """Weights as safetensors (no pickle, same bytes for same weights) with the config as JSON metadata."""
+    from safetensors.torch import save_file
+
     from .io import atomic_path
 
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        torch.save({"state_dict": model.state_dict(), "config": config}, tmp)
+        save_file(state, str(tmp), metadata={"micropatch": json.dumps(config, sort_keys=True)})
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild a model from a checkpoint with weights_only=True (a pickle that would run code is refused)."""
+    """Rebuild a model from a safetensors checkpoint; anything else (a pickle, say) is refused, never executed."""
+    from safetensors import safe_open
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: model checkpoint not found; run the train stage (dvc repro train) first")
     try:
-        blob = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # weights_only raises UnpicklingError for any object that is not plain data
-        raise InputError(f"{path}: refused to load: not a plain-tensor checkpoint ({err.__class__.__name__}: "
-                         f"{str(err).splitlines()[0]}); only load checkpoints written by micropatch") from err
-    if not isinstance(blob, dict) or "state_dict" not in blob or "config" not in blob:
-        raise InputError(f"{path}: not a micropatch checkpoint (expected keys state_dict and config)")
-    check_finite(blob["state_dict"], path)
-    config = blob["config"]
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            state = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as err:  # a pickle, a truncated file or random bytes: none of it is interpreted
+        raise InputError(f"{path}: refused to load: not a safetensors checkpoint ({err.__class__.__name__}); "
+                         "only load checkpoints written by micropatch") from err
+    if "micropatch" not in metadata:
+        raise InputError(f"{path}: not a micropatch checkpoint (no 'micropatch' config in its metadata)")
+    check_finite(state, path)
+    config = json.loads(metadata["micropatch"])
     model = build_model(len(config["lesions"]), config["encoder"], None, config["attention"])
-    model.load_state_dict(blob["state_dict"])
+    model.load_state_dict(state)
     return model.to(device).eval(), config
 
 

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .io import atomic_path
+from .io import InputError, atomic_path
 from .model import build_model, normalise, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,11 @@ def train(train_dir: Path, val_dir: Path, lesions: list[str], cfg: TrainConfig, 
     loss_fn = make_loss(len(lesions), cfg)
     state = {"epoch": 0, "best_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
     if state_path.is_file():
-        saved = torch.load(state_path, map_location=device, weights_only=True)
+        try:
+            saved = torch.load(state_path, map_location=device, weights_only=True)
+        except Exception as err:  # weights_only refuses any pickle that is not plain tensors and containers
+            raise InputError(f"{state_path}: refused to resume from it ({err.__class__.__name__}); it was not "
+                             "written by micropatch: delete it to train from scratch") from err
         if saved.get("fingerprint") == fingerprint:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -150,7 +154,7 @@ def train(train_dir: Path, val_dir: Path, lesions: list[str], cfg: TrainConfig, 
                 loss = loss_fn(model(images).float(), masks)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"loss became {float(loss)} in epoch {epoch}; kept the last good checkpoint {state_path} "
+                    f"loss became {loss.item()} in epoch {epoch}; kept the last good checkpoint {state_path} "
                     "(lower train.lr, or check the patch set for corrupt values)")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

@@ -1,0 +1,107 @@
+"""Figures a person can open: PR and FROC curves, cross-domain bars, qualitative panels with zoomed lesions."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are files
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+TP_COLOUR, FP_COLOUR, FN_COLOUR = (0, 220, 0), (255, 40, 40), (40, 120, 255)
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+
+
+def curves_figure(results: dict, path: Path) -> None:
+    """PR (11-threshold and 256-level) and FROC curves of every (domain, lesion)."""
+    fig, (pr, froc) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for domain, by_lesion in results.items():
+        for lesion, s in by_lesion.items():
+            curve = s["pr_curve"]
+            line, = pr.plot(curve["recall"], curve["precision"], label=f"{domain} {lesion} (AP {s['ap']:.3f})")
+            pr.plot(s["pr_11"]["recall"], s["pr_11"]["precision"], "o", color=line.get_color(), ms=4)
+            c = s["froc_curve"]
+            froc.plot(c["fps_per_image"], c["sensitivity"], "o-", ms=3,
+                      label=f"{domain} {lesion} (FROC {s['froc']:.3f})")
+    pr.set(xlabel="recall (pooled pixels)", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+           title="PR curve (dots: the 11 aupr_11 thresholds)")
+    froc.set(xscale="log", xlabel="false-positive components per image", ylabel="lesion sensitivity",
+             ylim=(0, 1.02), title="FROC")
+    froc.axvspan(0.125, 8, color="0.92", zorder=0)
+    for ax in (pr, froc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def bars_figure(results: dict, path: Path) -> None:
+    """Grouped bars of pooled P / R / Dice (%) per domain and lesion."""
+    labels = [f"{d}\n{lesion}" for d, by in results.items() for lesion in by]
+    values = np.array([[by[lesion][k] for k in ("precision", "recall", "dice")]
+                       for by in results.values() for lesion in by]) * 100
+    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(labels)), 4))
+    x = np.arange(len(labels))
+    for i, name in enumerate(("precision", "recall", "Dice")):
+        bars = ax.bar(x + (i - 1) * 0.27, values[:, i], 0.27, label=name)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set(xticks=x, xticklabels=labels, ylabel="%", ylim=(0, 105), title="Pixel scores per domain (threshold 0.5)")
+    ax.legend()
+    _save(fig, path)
+
+
+def overlay(rgb: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """uint8 RGB with true positives, false positives and misses painted in distinct colours."""
+    out = rgb.copy()
+    out[predicted & truth] = TP_COLOUR
+    out[predicted & ~truth] = FP_COLOUR
+    out[~predicted & truth] = FN_COLOUR
+    return out
+
+
+def lesion_crops(truth: np.ndarray, predicted: np.ndarray, n: int, size: int) -> list[tuple[int, int]]:
+    """Up to n (y, x) crop corners centred on distinct lesions (truth first, then false positives)."""
+    import cv2
+
+    corners = []
+    for mask in (truth, predicted & ~truth):
+        count, _, _, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        for cx, cy in centroids[1:]:
+            y = int(np.clip(cy - size // 2, 0, truth.shape[0] - size))
+            x = int(np.clip(cx - size // 2, 0, truth.shape[1] - size))
+            if all(abs(y - a) >= size or abs(x - b) >= size for a, b in corners):
+                corners.append((y, x))
+            if len(corners) == n:
+                return corners
+    return corners
+
+
+def panel_figure(title: str, rgb: np.ndarray, probability: np.ndarray, truth: np.ndarray, threshold: float,
+                 path: Path, crop: int = 96, n_crops: int = 4) -> None:
+    """Native image, probability heatmap, TP/FP/miss overlay, and zoomed crops around lesions."""
+    predicted = probability >= threshold
+    painted = overlay(rgb, predicted, truth)
+    corners = lesion_crops(truth, predicted, n_crops, crop)
+    fig = plt.figure(figsize=(15, 7.5))
+    grid = fig.add_gridspec(2, max(3, 2 * max(1, len(corners))) , height_ratios=[2.2, 1])
+    columns = grid.ncols // 3
+    for i, (image, name) in enumerate(((rgb, "image"), (probability, "probability"), (painted, "overlay"))):
+        ax = fig.add_subplot(grid[0, i * columns:(i + 1) * columns])
+        ax.imshow(image, cmap="magma" if image.ndim == 2 else None, vmin=0, vmax=1 if image.ndim == 2 else None)
+        ax.set_title(name if name != "overlay" else "overlay: TP green, FP red, missed blue", fontsize=9)
+        ax.axis("off")
+    for k, (y, x) in enumerate(corners):
+        for j, image in enumerate((rgb, painted)):
+            ax = fig.add_subplot(grid[1, 2 * k + j])
+            ax.imshow(image[y:y + crop, x:x + crop], interpolation="nearest")
+            ax.set_title(f"({y},{x}) {'image' if j == 0 else 'overlay'}", fontsize=7)
+            ax.axis("off")
+    fig.suptitle(title, fontsize=11)
+    _save(fig, path)

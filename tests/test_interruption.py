@@ -1,0 +1,123 @@
+"""Killed runs: training resumes bit-exactly from its last checkpoint; a killed write leaves the old file."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from micropatch.patches import write_patch_set
+from micropatch.training import TrainConfig, TrainingDiverged, train
+
+CFG = dict(epochs=3, batch_size=8, max_steps_per_epoch=3, early_stopping_patience=10, seed=0)
+
+
+def patch_set(folder: Path, n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(60, 200, (n, 128, 128)).astype(np.uint8)
+    masks = np.zeros((n, 1, 128, 128), np.uint8)
+    for i in range(n):
+        y, x = rng.integers(10, 118, 2)
+        masks[i, 0, y - 3:y + 3, x - 3:x + 3] = 1
+        images[i][masks[i, 0] > 0] = 20
+    write_patch_set(folder, images, masks, [], {"patches": n})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def patches(tmp_path_factory):
+    root = tmp_path_factory.mktemp("patches")
+    return patch_set(root / "train", 24, 0), patch_set(root / "val", 8, 1)
+
+
+def run_child(code: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slow
+def test_sigkilled_training_resumes_to_the_uninterrupted_weights(patches, tmp_path):
+    train_dir, val_dir = patches
+    reference = tmp_path / "reference.safetensors"
+    train(train_dir, val_dir, ["MA"], TrainConfig(**CFG), reference, tmp_path / "ref_state.pt", "fp")
+
+    model, state = tmp_path / "model.safetensors", tmp_path / "state.pt"
+    child = run_child(f"""
+        import time
+        from pathlib import Path
+        from micropatch.training import TrainConfig, train
+        # after the first checkpoint, hang as a long epoch would, until killed
+        train(Path({str(train_dir)!r}), Path({str(val_dir)!r}), ["MA"], TrainConfig(**{CFG!r}), Path({str(model)!r}),
+              Path({str(state)!r}), "fp", on_epoch=lambda history: time.sleep(600))
+    """)
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and child.poll() is None:
+        time.sleep(0.2)
+    assert state.exists(), child.communicate()[0]
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert torch.load(state, weights_only=True)["progress"]["epoch"] == 1
+
+    summary = train(train_dir, val_dir, ["MA"], TrainConfig(**CFG), model, state, "fp")
+    assert summary["epochs_run"] == 3
+    resumed, expected = load_file(model), load_file(reference)
+    assert all(torch.equal(resumed[k], expected[k]) for k in expected), "resumed weights differ"
+
+
+def test_a_state_from_other_params_is_not_resumed(patches, tmp_path):
+    train_dir, val_dir = patches
+    cfg = TrainConfig(**(CFG | {"epochs": 1}))
+    train(train_dir, val_dir, ["MA"], cfg, tmp_path / "m.safetensors", tmp_path / "s.pt", "params-A")
+    summary = train(train_dir, val_dir, ["MA"], cfg, tmp_path / "m.safetensors", tmp_path / "s.pt", "params-B")
+    assert summary["epochs_run"] == 1 and len(summary["history"]) == 1  # started over, did not skip
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(patches, tmp_path, monkeypatch):
+    train_dir, val_dir = patches
+    state = tmp_path / "s.pt"
+    cfg = TrainConfig(**(CFG | {"epochs": 1}))
+    train(train_dir, val_dir, ["MA"], cfg, tmp_path / "m.safetensors", state, "fp")
+    good = state.read_bytes()
+    import micropatch.training as training
+
+    monkeypatch.setattr(training, "make_loss", lambda n, c: lambda logits, target: logits.sum() * float("nan"))
+    with pytest.raises(TrainingDiverged, match="loss became nan in epoch 2.*kept the last good checkpoint"):
+        train(train_dir, val_dir, ["MA"], TrainConfig(**(CFG | {"epochs": 2})), tmp_path / "m.safetensors", state, "fp")
+    assert state.read_bytes() == good
+
+
+def test_a_write_killed_midway_leaves_the_old_file(tmp_path):
+    target = tmp_path / "images.npy"
+    np.save(target, np.arange(10))
+    child = run_child(f"""
+        import numpy as np
+        from micropatch.io import save_npy
+        save_npy({str(target)!r}, np.ones((64, 1024, 1024), np.float64))  # 512 MB: long enough to be caught
+    """)
+    while not list(tmp_path.glob(".images.npy.*")) and child.poll() is None:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert np.array_equal(np.load(target), np.arange(10))  # the reader sees the old, complete file
+
+
+def test_a_code_running_resume_state_is_refused(patches, tmp_path):
+    import pickle
+
+    from micropatch.io import InputError
+
+    class Exploit:
+        def __reduce__(self):
+            return (exec, ("open(%r, 'w').write('pwned')" % str(tmp_path / "pwned"),))
+
+    state = tmp_path / "last.pt"
+    state.write_bytes(pickle.dumps({"fingerprint": "fp", "model": Exploit()}))
+    with pytest.raises(InputError, match="last.pt: refused to resume"):
+        train(*patches, ["MA"], TrainConfig(**CFG), tmp_path / "m.safetensors", state, "fp")
+    assert not (tmp_path / "pwned").exists()
