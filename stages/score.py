@@ -17,21 +17,20 @@ PLOTS = METRICS / "plots"
 def write_figures(results: dict, curves: dict, params: dict) -> None:
     """Curve data for `dvc plots` (one JSON per domain and lesion) and PNG figures, panels included."""
     for (domain, lesion), c in curves.items():
-        rows = lambda curve, keys: [dict(zip(keys, values)) for values in zip(*(curve[k] for k in keys))]
-        write_json(PLOTS / "pr" / f"{domain}_{lesion}.json", rows(c["pr_curve"], ("threshold", "recall", "precision")))
+        write_json(PLOTS / "pr" / f"{domain}_{lesion}.json",
+                   figures.curve_records(c["pr_curve"], ("threshold", "recall", "precision")))
         write_json(PLOTS / "froc" / f"{domain}_{lesion}.json",
-                   rows(c["froc_curve"], ("threshold", "fps_per_image", "sensitivity")))
+                   figures.curve_records(c["froc_curve"], ("threshold", "fps_per_image", "sensitivity")))
     with_curves = {d: {l: s | curves[d, l] for l, s in by.items()} for d, by in results.items()}
     figures.curves_figure(with_curves, PLOTS / "curves.png")
     figures.bars_figure(results, PLOTS / "cross_domain.png")
     manifest = {(r["dataset"], r["image_id"]): r for r in read_manifest("data/splits/manifest.csv")}
     for domain_file in sorted(Path("data/predictions").glob("*/domain.json")):
         domain = json.loads(domain_file.read_text())
-        per_image = list(csv.DictReader(open(METRICS / "per_image" / f"{domain['domain']}.csv")))
+        with open(METRICS / "per_image" / f"{domain['domain']}.csv", newline="") as f:
+            per_image = list(csv.DictReader(f))
         for lesion in domain["lesions"]:
-            ranked = sorted((r for r in per_image if r["lesion"] == lesion), key=lambda r: -float(r["dice"]))
-            chosen = {"best": ranked[0], "median": ranked[len(ranked) // 2], "worst": ranked[-1]}
-            for rank, row in chosen.items():
+            for rank, row in figures.best_median_worst(per_image, lesion).items():
                 image_id = row["image_id"]
                 probability = read_png(domain_file.parent / f"{image_id}_{lesion}.png") / 255.0
                 truth = read_png(Path("data/preprocessed") / domain["dataset"] / f"{image_id}_{lesion}.png") > 0

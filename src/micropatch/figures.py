@@ -20,6 +20,17 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def curve_records(curve: dict[str, list], keys: tuple[str, ...]) -> list[dict]:
+    """Columns of a curve as a list of row dicts, the JSON shape `dvc plots` reads."""
+    return [dict(zip(keys, values)) for values in zip(*(curve[k] for k in keys))]
+
+
+def best_median_worst(per_image: list[dict], lesion: str) -> dict[str, dict]:
+    """The per-image rows of one lesion ranked by Dice (ties by image id): best, median and worst."""
+    ranked = sorted((r for r in per_image if r["lesion"] == lesion), key=lambda r: (-float(r["dice"]), r["image_id"]))
+    return {"best": ranked[0], "median": ranked[len(ranked) // 2], "worst": ranked[-1]}
+
+
 def curves_figure(results: dict, path: Path) -> None:
     """PR (11-threshold and 256-level) and FROC curves of every (domain, lesion)."""
     fig, (pr, froc) = plt.subplots(1, 2, figsize=(11, 4.5))
