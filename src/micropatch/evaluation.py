@@ -18,14 +18,14 @@ def score_images(items, threshold: float, bootstrap_draws: int = 1000, seed: int
     Items are consumed one at a time, so memory stays flat in the number of images.
     """
     hists, lesion_counts, rows = [], [], []
+    level = int(np.ceil(threshold * 255 - 1e-9))  # lowest 8-bit level predicted positive
+    operating = int(np.argmin(np.abs(FP_LEVELS / 255.0 - threshold)))
     for image_id, probability_u8, truth, fov in items:
         hist = image_histograms(probability_u8, truth, fov)
         counts = image_lesion_counts(probability_u8, truth, fov)
         hists.append(hist)
         lesion_counts.append(counts)
-        level = int(np.ceil(threshold * 255 - 1e-9))
         found = int(counts["peak_hist"][level:].sum())
-        operating = int(np.argmin(np.abs(FP_LEVELS / 255.0 - threshold)))
         rows.append({"image_id": image_id, **scores(*counts_at(hist, threshold)), "truth_pixels": int(hist[1].sum()),
                      "lesions": counts["lesions"], "lesions_found": found, "lesions_missed": counts["lesions"] - found,
                      "false_positive_components": int(counts["false_positives"][operating])})
