@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from . import logs
+from .audit import PHASH_THRESHOLD
 from .io import InputError, load_params
 
 
@@ -37,6 +38,7 @@ def run_audit(manifest: str, patches: str | None, out_dir: str, threshold: int) 
     from . import audit
     from .io import write_json, write_text
     from .patches import read_patch_index
+    from .provenance import versions
     from .split import read_manifest
 
     rows = read_manifest(manifest)
@@ -45,8 +47,6 @@ def run_audit(manifest: str, patches: str | None, out_dir: str, threshold: int) 
         for index in sorted(Path(patches).glob("*/index.csv")):
             patch_sets[index.parent.name] = read_patch_index(index.parent)
     leaks = audit.audit_manifest(rows, threshold) + audit.audit_patches(rows, patch_sets)
-    from .provenance import versions
-
     counts = audit.summary(leaks, rows, patch_sets, threshold)
     text = audit.report(leaks, counts)
     write_json(Path(out_dir) / "leakage.json", counts | {"versions": versions()})
@@ -78,7 +78,7 @@ def cmd_evaluate(args) -> int:
 
     from .evaluation import score_images, write_rows
     from .inference import to_uint8
-    from .io import read_mask
+    from .io import read_mask, read_png
 
     preds = _by_stem(args.pred, (".png", ".npy"))
     truths = _by_stem(args.truth, (".png", ".tif", ".tiff", ".gif", ".bmp"))
@@ -94,8 +94,6 @@ def cmd_evaluate(args) -> int:
             if values.ndim != 2 or not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
                 raise InputError(f"{path}: .npy predictions must be finite 2-D probabilities in [0, 1]")
             return to_uint8(values)
-        from .io import read_png
-
         values = read_png(path)
         if values.ndim != 2 or values.dtype != np.uint8:
             raise InputError(f"{path}: PNG predictions must be 8-bit single-channel (p = value / 255)")
@@ -130,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     aud.add_argument("--patches", default="data/patches", help="folder of patch sets (train/, val/ with index.csv)")
     aud.add_argument("--no-patches", action="store_true", help="audit the manifest only (as CI does)")
     aud.add_argument("--out", default="metrics", help="where leakage.json and leakage_report.md go")
-    aud.add_argument("--threshold", type=int, default=None, help="near-duplicate Hamming distance (bits of 256)")
+    aud.add_argument("--threshold", type=int, default=PHASH_THRESHOLD,
+                     help="near-duplicate Hamming distance (bits of 256)")
     aud.set_defaults(func=cmd_audit)
     ev = sub.add_parser("evaluate", help="score probability maps (PNG p=v/255 or .npy) against masks, by file stem")
     ev.add_argument("--pred", required=True, type=Path)
@@ -142,10 +141,6 @@ def main(argv: list[str] | None = None) -> int:
     rd = sub.add_parser("readme", help="regenerate README.md's results block from metrics/")
     rd.set_defaults(func=lambda args: __import__("micropatch.readme", fromlist=["update"]).update())
     args = parser.parse_args(argv)
-    if getattr(args, "threshold", 0) is None:
-        from .audit import PHASH_THRESHOLD
-
-        args.threshold = PHASH_THRESHOLD
     try:
         return args.func(args) or 0
     except InputError as err:

@@ -8,8 +8,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .io import atomic_path, read_png
-from .metrics import (FP_LEVELS, counts_at, image_histograms, image_lesion_counts, lesion_summary, scores,
-                      summarise)
+from .metrics import (counts_at, image_histograms, image_lesion_counts, lesion_summary, operating_index, scores,
+                      summarise, threshold_level)
 
 
 def score_images(items, threshold: float, bootstrap_draws: int = 1000, seed: int = 0) -> tuple[dict, list[dict]]:
@@ -18,8 +18,7 @@ def score_images(items, threshold: float, bootstrap_draws: int = 1000, seed: int
     Items are consumed one at a time, so memory stays flat in the number of images.
     """
     hists, lesion_counts, rows = [], [], []
-    level = int(np.ceil(threshold * 255 - 1e-9))  # lowest 8-bit level predicted positive
-    operating = int(np.argmin(np.abs(FP_LEVELS / 255.0 - threshold)))
+    level, operating = threshold_level(threshold), operating_index(threshold)
     for image_id, probability_u8, truth, fov in items:
         hist = image_histograms(probability_u8, truth, fov)
         counts = image_lesion_counts(probability_u8, truth, fov)

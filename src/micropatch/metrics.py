@@ -23,9 +23,14 @@ def image_histograms(probability_u8: np.ndarray, truth: np.ndarray, fov: np.ndar
     return np.stack([everything - positive, positive]).astype(np.int64)
 
 
+def threshold_level(threshold: float) -> int:
+    """The lowest 8-bit level predicted positive at a threshold: the first v with v / 255 >= threshold."""
+    return int(np.searchsorted(np.arange(LEVELS) / 255.0, threshold, side="left"))
+
+
 def counts_at(hist: np.ndarray, threshold: float) -> tuple[int, int, int]:
     """(TP, FP, FN) of a (2, 256) histogram when p = level / 255 >= threshold is predicted positive."""
-    predicted = np.arange(LEVELS) / 255.0 >= threshold
+    predicted = np.arange(LEVELS) >= threshold_level(threshold)
     tp = int(hist[1, predicted].sum())
     fp = int(hist[0, predicted].sum())
     fn = int(hist[1, ~predicted].sum())
@@ -41,16 +46,18 @@ def scores(tp: int, fp: int, fn: int) -> dict[str, float]:
     return {"precision": precision, "recall": recall, "dice": dice, "iou": iou}
 
 
+def pr_points_11(hist: np.ndarray) -> dict[str, list[float]]:
+    """Pooled precision and recall at the 11 IDRiD-challenge thresholds (precision 1 where nothing is predicted)."""
+    counts = [counts_at(hist, t) for t in AUPR_THRESHOLDS]
+    return {"threshold": AUPR_THRESHOLDS.round(2).tolist(),
+            "precision": [tp / (tp + fp) if tp + fp else 1.0 for tp, fp, _ in counts],
+            "recall": [tp / (tp + fn) if tp + fn else 0.0 for tp, _, fn in counts]}
+
+
 def aupr_11(hist: np.ndarray) -> float:
-    """IDRiD-challenge AUPR: P/R at thresholds linspace(0,1,11), P=1 with no predictions, trapezoid over R."""
-    points = []
-    for t in AUPR_THRESHOLDS:
-        tp, fp, fn = counts_at(hist, t)
-        precision = tp / (tp + fp) if tp + fp else 1.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        points.append((recall, precision))
-    points.sort()
-    recall, precision = np.array(points).T
+    """IDRiD-challenge AUPR: the 11 P/R points sorted by recall, area by the trapezoidal rule."""
+    points = pr_points_11(hist)
+    recall, precision = np.array(sorted(zip(points["recall"], points["precision"]))).T
     return float(np.trapezoid(precision, recall))
 
 
@@ -78,13 +85,10 @@ def curves(pooled: np.ndarray) -> dict:
         recall = tp / max(int(pooled[1].sum()), 1)
         dice = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 1.0)
     best = int(np.argmax(dice[1:])) + 1  # level 0 predicts the whole frame
-    eleven = [counts_at(pooled, t) for t in AUPR_THRESHOLDS]
     return {
         "pr_curve": {"threshold": (np.arange(LEVELS) / 255).round(4).tolist(), "precision": precision.tolist(),
                      "recall": recall.tolist()},
-        "pr_11": {"threshold": AUPR_THRESHOLDS.round(2).tolist(),
-                  "precision": [t / (t + f) if t + f else 1.0 for t, f, _ in eleven],
-                  "recall": [t / (t + n) if t + n else 0.0 for t, _, n in eleven]},
+        "pr_11": pr_points_11(pooled),
         "oracle_threshold_max_dice": round(best / 255, 4), "oracle_dice": float(dice[best]),
     }
 
@@ -113,6 +117,11 @@ def summarise(hists: list[np.ndarray], threshold: float, bootstrap_draws: int = 
 
 FROC_FPS_PER_IMAGE = (0.125, 0.25, 0.5, 1, 2, 4, 8)
 FP_LEVELS = np.unique(np.r_[np.arange(0, 256, 8), 255, 128])  # thresholds (levels) where FPs are counted
+
+
+def operating_index(threshold: float) -> int:
+    """Index into FP_LEVELS of the level nearest the operating threshold (128 for 0.5)."""
+    return int(np.argmin(np.abs(FP_LEVELS - threshold_level(threshold))))
 
 
 def image_lesion_counts(probability_u8: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None) -> dict:
@@ -151,7 +160,7 @@ def lesion_summary(counts: list[dict], threshold: float) -> dict:
     for target in FROC_FPS_PER_IMAGE:  # best sensitivity among thresholds that stay within the FP budget
         within = fps_per_image <= target
         froc.append(float(sensitivity[within].max()) if within.any() else 0.0)
-    operating = int(np.argmin(np.abs(FP_LEVELS / 255.0 - threshold)))
+    operating = operating_index(threshold)
     return {"lesions": lesions, "lesion_sensitivity": float(sensitivity[operating]),
             "fps_per_image": float(fps_per_image[operating]), "froc": float(np.mean(froc)),
             "froc_sensitivities": dict(zip([str(f) for f in FROC_FPS_PER_IMAGE], froc)),
