@@ -10,19 +10,16 @@ from micropatch import logs
 from micropatch.inference import sliding_window_probability, to_uint8
 from micropatch.io import load_params, read_png, write_json, write_png
 from micropatch.model import load_checkpoint
-from micropatch.split import read_manifest
+from micropatch.split import domain_rows, read_manifest
 
 
 def main(domain: str) -> None:
     logs.setup()
     params = load_params("infer")
-    spec = params["domains"][domain]
+    spec = load_params("roles")["test_on"][domain]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, config = load_checkpoint("data/model/model.safetensors", device)
-    rows = [r for r in read_manifest("data/splits/manifest.csv")
-            if r["dataset"] == spec["dataset"] and r["split"] == spec["split"]]
-    if not rows:
-        raise SystemExit(f"infer: domain {domain} ({spec}) has no images in the manifest")
+    rows = domain_rows(read_manifest("data/splits/manifest.csv"), domain, spec)
     out = Path("data/predictions") / domain
     for row in tqdm(rows, desc=f"infer {domain}", unit="img"):
         image = read_png(Path("data/preprocessed") / row["dataset"] / f"{row['image_id']}.png")
@@ -30,7 +27,7 @@ def main(domain: str) -> None:
                                                  params["batch_size"], device)
         for lesion, channel in zip(config["lesions"], probability):
             write_png(out / f"{row['image_id']}_{lesion}.png", to_uint8(channel))
-    write_json(out / "domain.json", {"domain": domain, "dataset": spec["dataset"], "split": spec["split"],
+    write_json(out / "domain.json", {"domain": domain, **spec,
                                      "lesions": config["lesions"], "image_ids": [r["image_id"] for r in rows]})
     logging.info("infer %s: %d images", domain, len(rows))
 

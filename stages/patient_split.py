@@ -14,6 +14,7 @@ MANIFEST = "data/splits/manifest.csv"
 def main() -> None:
     logs.setup()
     params = load_params("split")
+    train_on = load_params("roles")["train_on"]
     lesions = load_params("lesions")
     fingerprints = []
     for path in sorted(Path("data/preprocessed").glob("*/fingerprint.json")):
@@ -21,7 +22,7 @@ def main() -> None:
             fp["lesion_pixels"] = {k: v for k, v in fp["lesion_pixels"].items() if k in lesions}
             fingerprints.append(fp)
     keys = read_patient_keys(params["patient_keys"]) if params.get("patient_keys") else None
-    rows = assign_splits(fingerprints, params["train_on"], params["val_fraction"], params["seed"], keys,
+    rows = assign_splits(fingerprints, train_on, params["val_fraction"], params["seed"], keys,
                          params["merge_near_duplicates"])
     write_manifest(MANIFEST, rows)
     logging.info("patient-split: %s", dict(Counter((r["dataset"], r["split"]) for r in rows)))

@@ -1,11 +1,15 @@
-"""Stage score: pooled P/R/Dice/IoU, aupr_11 and AP per domain and lesion; one JSON per domain and a table."""
+"""Stage score: pooled P/R/Dice/IoU, aupr_11, AP and lesion-level FROC per domain and lesion.
+
+Writes one metrics JSON per domain (metrics/domains/), the cross-domain table (markdown and JSON), per-image
+tables, curve data for `dvc plots` and figures.
+"""
 import csv
 import json
 import logging
 from pathlib import Path
 
 from micropatch import figures, logs
-from micropatch.evaluation import score_domain, cross_domain_table
+from micropatch.evaluation import cross_domain_rows, cross_domain_table, score_domain
 from micropatch.io import load_params, read_fundus, read_png, write_json, write_text
 from micropatch.split import read_manifest
 from micropatch.provenance import versions
@@ -43,20 +47,26 @@ def write_figures(results: dict, curves: dict, params: dict) -> None:
 def main() -> None:
     logs.setup()
     params = load_params("score")
-    results = {}
+    train_on = load_params("roles")["train_on"]
+    results, zero_shot = {}, {}
     for domain_file in sorted(Path("data/predictions").glob("*/domain.json")):
         domain = json.loads(domain_file.read_text())
         results[domain["domain"]] = score_domain(domain, domain_file.parent, Path("data/preprocessed"),
                                                  params, METRICS / "per_image" / f"{domain['domain']}.csv")
+        zero_shot[domain["domain"]] = domain["dataset"] not in train_on
     curves = {}
     for domain, by_lesion in results.items():
         for lesion, summary in by_lesion.items():
             curves[domain, lesion] = {k: summary.pop(k) for k in ("pr_curve", "pr_11", "froc_curve")}
     write_figures(results, curves, params)
-    write_json(METRICS / "scores.json", {"domains": results, "threshold": params["threshold"],
-                                         "seed": params["seed"], "versions": versions()})
-    write_text(METRICS / "cross_domain.md", cross_domain_table(results))
-    logging.info("score:\n%s", cross_domain_table(results))
+    for domain, by_lesion in results.items():
+        write_json(METRICS / "domains" / f"{domain}.json", {
+            "domain": domain, "zero_shot": zero_shot[domain], "lesions": by_lesion, "threshold": params["threshold"],
+            "seed": params["seed"], "versions": versions()})
+    rows = cross_domain_rows(results, zero_shot)
+    write_json(METRICS / "cross_domain.json", rows)
+    write_text(METRICS / "cross_domain.md", cross_domain_table(rows))
+    logging.info("score:\n%s", cross_domain_table(rows))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def test_every_stage_runs_and_writes_its_outputs(workspace):
 
 def test_trained_model_beats_a_trivial_predictor(workspace):
     work, _, _ = workspace
-    ma = json.loads((work / "metrics/scores.json").read_text())["domains"]["synthetic_val"]["MA"]
+    ma = json.loads((work / "metrics/domains/synthetic_val.json").read_text())["lesions"]["MA"]
     # an all-background predictor scores Dice 0; the synthetic dots are learnable
     assert ma["dice"] > 0.3, ma
     assert 0 < ma["aupr_11"] <= 1 and 0 < ma["ap"] <= 1

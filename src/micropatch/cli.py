@@ -12,11 +12,11 @@ from .io import InputError, load_params
 
 
 def cmd_synth(args) -> None:
-    """Write the embedded synthetic default (IDRiD layout) from the `synthetic` params section."""
+    """Write the synthetic dataset of the `synthetic` params section in one dataset's official layout."""
     import shutil
     import tempfile
 
-    from .synthetic import SyntheticSpec, write_idrid_layout
+    from .synthetic import LAYOUT_WRITERS, SyntheticSpec
 
     params = load_params("synthetic", args.params)
     out = Path(args.out)
@@ -24,13 +24,25 @@ def cmd_synth(args) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:  # build aside, then swap in: an interrupted run never leaves a half-written dataset
         spec = SyntheticSpec(width=params["width"], height=params["height"])
-        ids = write_idrid_layout(tmp, params["n_images"], params["seed"], spec)
+        ids = LAYOUT_WRITERS[args.layout](tmp, params["n_images"], params["seed"], spec)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    logging.info("synth: %d images (%dx%d) in %s", len(ids), params["width"], params["height"], out)
+    logging.info("synth: %d images (%dx%d, %s layout) in %s", len(ids), params["width"], params["height"],
+                 args.layout, out)
+
+
+def cmd_inspect(args) -> int:
+    """Print one JSON object describing a dataset root; exit 1 when it is broken or has problems."""
+    import json
+
+    from .datasets.inspect import inspect_root
+
+    report = inspect_root(args.adapter, args.root)
+    print(json.dumps(report, indent=2))
+    return 0 if report["ok"] else 1
 
 
 def run_audit(manifest: str, patches: str | None, out_dir: str, threshold: int) -> int:
@@ -119,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup()
     parser = argparse.ArgumentParser(prog="micropatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    synth = sub.add_parser("synth", help="write the synthetic default dataset (IDRiD layout)")
+    synth = sub.add_parser("synth", help="write the synthetic dataset in a dataset's official layout")
     synth.add_argument("--out", default="data/sources/synthetic")
     synth.add_argument("--params", default="params.yaml")
+    synth.add_argument("--layout", default="idrid", choices=("idrid", "ddr", "eophtha"))
     synth.set_defaults(func=cmd_synth)
     aud = sub.add_parser("audit", help="check a split manifest and patch sets for leakage (exit 1 on any leak)")
     aud.add_argument("--manifest", default="data/splits/manifest.csv")
@@ -138,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--threshold", type=float, default=0.5)
     ev.add_argument("--csv", help="also write the per-image table here")
     ev.set_defaults(func=cmd_evaluate)
+    datasets = sub.add_parser("datasets", help="dataset tools").add_subparsers(dest="action", required=True)
+    ins = datasets.add_parser("inspect", help="check a dataset root before a long run: one JSON object, exit 1 "
+                                              "on a broken root or any problem")
+    ins.add_argument("adapter", choices=("idrid", "ddr", "eophtha"))
+    ins.add_argument("root", type=Path, help="the dataset's top folder or the folder above it")
+    ins.set_defaults(func=cmd_inspect)
     rd = sub.add_parser("readme", help="regenerate README.md's results block from metrics/")
     rd.set_defaults(func=lambda args: __import__("micropatch.readme", fromlist=["update"]).update())
     args = parser.parse_args(argv)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,8 @@ from tqdm import tqdm
 from .io import atomic_path, read_png
 from .metrics import (counts_at, image_histograms, image_lesion_counts, lesion_summary, operating_index, scores,
                       summarise, threshold_level)
+
+log = logging.getLogger(__name__)
 
 
 def score_images(items, threshold: float, bootstrap_draws: int = 1000, seed: int = 0) -> tuple[dict, list[dict]]:
@@ -41,15 +45,23 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def score_domain(domain: dict, pred_dir: Path, preprocessed: Path, params: dict, per_image_csv: Path) -> dict:
-    """{lesion: pooled, per-image-mean and lesion-level scores} for one domain; writes the per-image table."""
+    """{lesion: pooled, per-image-mean and lesion-level scores} for one domain; writes the per-image table.
+
+    Only images whose dataset annotates a lesion are scored for it (e-ophtha annotates MA only).
+    """
     folder = preprocessed / domain["dataset"]
+    annotated = {fp["image_id"]: fp["annotated"] for fp in json.loads((folder / "fingerprint.json").read_text())["images"]}
     results, all_rows = {}, []
     for lesion in domain["lesions"]:
         sizes = []
+        image_ids = [i for i in domain["image_ids"] if annotated[i].get(lesion)]
+        if not image_ids:
+            log.info("score %s: %s is not annotated in dataset %s; not scored", domain["domain"], lesion,
+                     domain["dataset"])
+            continue
 
         def items():
-            for image_id in tqdm(domain["image_ids"], desc=f"score {domain['domain']} {lesion}", unit="img",
-                                 leave=False):
+            for image_id in tqdm(image_ids, desc=f"score {domain['domain']} {lesion}", unit="img", leave=False):
                 fov = read_png(folder / f"{image_id}_fov.png") > 0
                 sizes.append(fov.shape)
                 yield (image_id, read_png(pred_dir / f"{image_id}_{lesion}.png"),
@@ -63,14 +75,23 @@ def score_domain(domain: dict, pred_dir: Path, preprocessed: Path, params: dict,
     return results
 
 
-def cross_domain_table(results: dict) -> str:
-    """Markdown table: one row per (domain, lesion) with resolution, P, R, Dice, IoU (%), aupr_11."""
-    lines = ["| domain | lesion | images | resolution | P % | R % | Dice % | IoU % | AUPR (11 thr) | AP | "
-             "lesion sens. % | FPs/img | FROC |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for domain, by_lesion in results.items():
-        for lesion, s in by_lesion.items():
-            lines.append(f"| {domain} | {lesion} | {s['n_images']} | {s['resolution']} | {100 * s['precision']:.2f} | "
-                         f"{100 * s['recall']:.2f} | {100 * s['dice']:.2f} | {100 * s['iou']:.2f} | "
-                         f"{s['aupr_11']:.4f} | {s['ap']:.4f} | {100 * s['lesion_sensitivity']:.1f} | "
-                         f"{s['fps_per_image']:.2f} | {s['froc']:.3f} |")
+CROSS_DOMAIN_KEYS = ("n_images", "resolution", "precision", "recall", "dice", "iou", "aupr_11", "ap",
+                     "lesion_sensitivity", "fps_per_image", "froc")
+
+
+def cross_domain_rows(results: dict, zero_shot: dict[str, bool]) -> list[dict]:
+    """One dict per (domain, lesion): the paper's cross-domain table columns (fractions, not %)."""
+    return [{"domain": domain, "lesion": lesion, "zero_shot": zero_shot[domain]} | {k: s[k] for k in CROSS_DOMAIN_KEYS}
+            for domain, by_lesion in results.items() for lesion, s in by_lesion.items()]
+
+
+def cross_domain_table(rows: list[dict]) -> str:
+    """Markdown of cross_domain_rows: domain, lesion, resolution, P, R, Dice, IoU (%), aupr_11 and lesion level."""
+    lines = ["| domain | lesion | zero-shot | images | resolution | P % | R % | Dice % | IoU % | AUPR (11 thr) | AP | "
+             "lesion sens. % | FPs/img | FROC |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in rows:
+        lines.append(f"| {s['domain']} | {s['lesion']} | {'yes' if s['zero_shot'] else 'no'} | {s['n_images']} | "
+                     f"{s['resolution']} | {100 * s['precision']:.2f} | {100 * s['recall']:.2f} | "
+                     f"{100 * s['dice']:.2f} | {100 * s['iou']:.2f} | {s['aupr_11']:.4f} | {s['ap']:.4f} | "
+                     f"{100 * s['lesion_sensitivity']:.1f} | {s['fps_per_image']:.2f} | {s['froc']:.3f} |")
     return "\n".join(lines) + "\n"

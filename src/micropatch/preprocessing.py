@@ -1,6 +1,7 @@
 """Preprocessing: green channel, CLAHE, field-of-view mask; native resolution throughout."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -62,12 +63,12 @@ def preprocess_record(record: Record, out_dir: Path, lesions: list[str], clip_li
             f"{record.image_path}: under 5 % of the image is brighter than the field-of-view threshold "
             f"({fov_threshold}); this does not look like a fundus photograph (or preprocess.fov_threshold is wrong)"
         )
-    lesion_pixels = {}
-    masks = {}
+    lesion_pixels, component_areas, masks = {}, {}, {}
     for lesion in lesions:
         path = record.masks.get(lesion)
         masks[lesion] = read_mask(path, shape) if path is not None else np.zeros(shape, bool)
         lesion_pixels[lesion] = int(masks[lesion].sum())
+        component_areas[lesion] = component_areas_px(masks[lesion])
     enhanced = green_clahe(rgb, clip_limit, grid)
     # write everything only after every input has validated, so a bad mask leaves no partial image set
     write_png(out_dir / f"{record.image_id}.png", enhanced)
@@ -86,5 +87,39 @@ def preprocess_record(record: Record, out_dir: Path, lesions: list[str], clip_li
         "width": int(shape[1]),
         "fov_fraction": round(float(fov.mean()), 4),
         "lesion_pixels": lesion_pixels,
-        "annotated": {lesion: record.masks.get(lesion) is not None for lesion in lesions},
+        "component_areas": component_areas,
+        "annotated": {lesion: lesion in record.masks for lesion in lesions},
     }
+
+
+def component_areas_px(mask: np.ndarray) -> list[int]:
+    """Areas in px of the 8-connected components of a bool (H, W) mask, sorted."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return sorted(int(a) for a in stats[1:n, cv2.CC_STAT_AREA])
+
+
+def dataset_summary(fingerprints: list[dict]) -> dict:
+    """Images, patients, median resolution (WxH), resolution counts and per-lesion component-area percentiles (px)."""
+    sizes = Counter(f"{fp['width']}x{fp['height']}" for fp in fingerprints)
+    summary = {
+        "images": len(fingerprints),
+        "patients": len({fp["patient_key"] for fp in fingerprints}),
+        "median_resolution": f"{int(np.median([fp['width'] for fp in fingerprints]))}x"
+                             f"{int(np.median([fp['height'] for fp in fingerprints]))}",
+        "median_megapixels": round(float(np.median([fp["width"] * fp["height"] / 1e6 for fp in fingerprints])), 2),
+        "resolutions": dict(sorted(sizes.items())),
+        "lesions": {},
+    }
+    for lesion in fingerprints[0]["component_areas"]:
+        annotated = [fp for fp in fingerprints if fp["annotated"][lesion]]
+        areas = np.array([a for fp in annotated for a in fp["component_areas"][lesion]], float)
+        per_image = [len(fp["component_areas"][lesion]) for fp in annotated]
+        p10, p50, p90 = np.percentile(areas, [10, 50, 90]) if len(areas) else (0.0, 0.0, 0.0)
+        summary["lesions"][lesion] = {
+            "annotated_images": len(annotated),
+            "images_with_lesion": sum(n > 0 for n in per_image),
+            "components": int(len(areas)),
+            "components_per_image_median": float(np.median(per_image)) if per_image else 0.0,
+            "area_px_p10": float(p10), "area_px_median": float(p50), "area_px_p90": float(p90),
+        }
+    return summary

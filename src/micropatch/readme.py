@@ -11,10 +11,11 @@ def results_block(metrics: Path) -> str:
     """Markdown: the cross-domain table, oracle thresholds, and the figures and panels that exist."""
     import json
 
-    scores = json.loads((metrics / "scores.json").read_text())
     lines = [BEGIN, "", (metrics / "cross_domain.md").read_text().strip(), ""]
-    for domain, by_lesion in scores["domains"].items():
-        for lesion, s in by_lesion.items():
+    for domain_file in sorted((metrics / "domains").glob("*.json")):
+        scores = json.loads(domain_file.read_text())
+        domain = scores["domain"]
+        for lesion, s in scores["lesions"].items():
             lines.append(f"- {domain} {lesion}: per-image Dice {100 * s['dice_per_image_mean']:.2f} % "
                          f"(95 % bootstrap CI {100 * s['dice_per_image_ci95'][0]:.2f}-{100 * s['dice_per_image_ci95'][1]:.2f}); "
                          f"oracle threshold {s['oracle_threshold_max_dice']:.3f} would give Dice {100 * s['oracle_dice']:.2f} % "

@@ -111,3 +111,22 @@ def read_manifest(path: str | Path) -> list[dict]:
         for key in ("height", "width", "lesion_bearing"):
             r[key] = int(r[key])
     return rows
+
+
+def domain_rows(rows: list[dict], domain: str, spec: dict) -> list[dict]:
+    """Manifest rows of a test domain {dataset, split?, official_split?}; refuses one that holds training images."""
+    unknown = set(spec) - {"dataset", "split", "official_split"}
+    if unknown or "dataset" not in spec:
+        raise InputError(f"roles.test_on.{domain}: {spec} needs 'dataset' and may have 'split' and 'official_split' "
+                         f"only (unknown: {sorted(unknown)})")
+    chosen = [r for r in rows if r["dataset"] == spec["dataset"]
+              and r["split"] == spec.get("split", r["split"])
+              and r["official_split"] == spec.get("official_split", r["official_split"])]
+    if not chosen:
+        raise InputError(f"roles.test_on.{domain}: no image of the manifest matches {spec}; check the dataset name "
+                         "and split (manifest splits: train, val, test)")
+    trained = [r["image_id"] for r in chosen if r["split"] == "train"]
+    if trained:
+        raise InputError(f"roles.test_on.{domain}: {len(trained)} of its images are training images "
+                         f"({trained[:3]}...); give split: val or split: test")
+    return chosen

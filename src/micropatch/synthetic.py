@@ -6,7 +6,7 @@ so that the real adapters, preprocessing and model all run on it unchanged.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -163,6 +163,17 @@ IDRID_LESION_FOLDERS = {"MA": "1. Microaneurysms", "HE": "2. Haemorrhages", "EX"
                         "SE": "4. Soft Exudates"}
 
 
+def _save_mask_png(path: Path, mask: np.ndarray) -> None:
+    """e-ophtha style annotation: 8-bit PNG, 255 inside each MA and 200 on its outline (SPEC: values {0,200,255})."""
+    outline = mask & ~cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.where(outline, 200, np.where(mask, 255, 0)).astype(np.uint8)).save(tmp, format="PNG")
+
+
+def _lesion_free(spec: SyntheticSpec) -> SyntheticSpec:
+    return replace(spec, ma_per_image=(0, 0), he_per_image=(0, 0), ex_per_image=(0, 0), se_probability=0.0)
+
+
 def write_idrid_layout(root: Path, n_images: int, seed: int, spec: SyntheticSpec = SyntheticSpec(),
                        first_id: int = 1, split_folder: str = "a. Training Set") -> list[str]:
     """Write n synthetic images in the official IDRiD layout under root; return the image ids."""
@@ -181,3 +192,58 @@ def write_idrid_layout(root: Path, n_images: int, seed: int, spec: SyntheticSpec
                 _save_mask_tif(path, masks[lesion])
         ids.append(image_id)
     return ids
+
+
+DDR_SPLITS = {"train": "label", "valid": "segmentation label", "test": "label"}
+
+
+def write_ddr_layout(root: Path, n_images: int, seed: int, spec: SyntheticSpec = SyntheticSpec()) -> list[str]:
+    """Write n images in DDR's layout (DDR-dataset/lesion_segmentation/...) under root; return the image ids.
+
+    Images go round-robin to train, valid and test; sizes alternate (DDR mixes cameras); every 4th image is
+    lesion-free, so its four label TIFFs are all zero, as some official DDR labels are.
+    """
+    from tqdm import tqdm
+
+    seg = Path(root) / "DDR-dataset" / "lesion_segmentation"
+    ids = []
+    for index in tqdm(range(n_images), desc="synthetic DDR", unit="img", leave=False):
+        split = list(DDR_SPLITS)[index % 3]
+        image_id = f"{7 + index:03d}-{1789 + 31 * index}-{100 + index}"
+        sized = replace(spec, width=spec.width if index % 2 == 0 else spec.width * 3 // 4,
+                        height=spec.height if index % 2 == 0 else spec.height * 3 // 4)
+        rgb, masks = synth_fundus(seed * 100_003 + index, _lesion_free(sized) if index % 4 == 3 else sized)
+        _save_jpeg(seg / split / "image" / f"{image_id}.jpg", rgb, spec.jpeg_quality)
+        for lesion in LESIONS:
+            with atomic_path(seg / split / DDR_SPLITS[split] / lesion / f"{image_id}.tif") as tmp:
+                Image.fromarray(masks[lesion].astype(np.uint8) * 255).save(tmp, format="TIFF")
+        ids.append(image_id)
+    return ids
+
+
+def write_eophtha_layout(root: Path, n_images: int, seed: int, spec: SyntheticSpec = SyntheticSpec()) -> list[str]:
+    """Write n images in e-ophtha MA's layout (e_optha_MA/{MA,Annotation_MA,healthy}/<patient>/) under root.
+
+    Three images per patient folder; every third patient is healthy (no annotation files); extensions alternate
+    between .jpg and .JPG, and a stray Thumbs.db sits in the first patient folder, as in the official release.
+    """
+    from tqdm import tqdm
+
+    top = Path(root) / "e_optha_MA"
+    ids = []
+    for index in tqdm(range(n_images), desc="synthetic e-ophtha", unit="img", leave=False):
+        patient_index = index // 3
+        patient = f"E{404 + patient_index:07d}"
+        healthy = patient_index % 3 == 2
+        image_id = f"C{7104 + index:07d}"
+        rgb, masks = synth_fundus(seed * 100_003 + index, _lesion_free(spec) if healthy else spec)
+        suffix = ".JPG" if index % 2 else ".jpg"
+        _save_jpeg(top / ("healthy" if healthy else "MA") / patient / f"{image_id}{suffix}", rgb, spec.jpeg_quality)
+        if not healthy:
+            _save_mask_png(top / "Annotation_MA" / patient / f"{image_id}.png", masks["MA"])
+        ids.append(image_id)
+    (top / "MA" / f"E{404:07d}" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 thumbnail cache")
+    return ids
+
+
+LAYOUT_WRITERS = {"idrid": write_idrid_layout, "ddr": write_ddr_layout, "eophtha": write_eophtha_layout}

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from ..io import InputError
-from . import Record
+from . import Record, image_files, report
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +33,15 @@ def resolve_root(root: Path) -> Path:
     )
 
 
-def records(root: Path, dataset: str = "idrid") -> list[Record]:
+def records(root: Path, dataset: str = "idrid", problems: list[str] | None = None) -> list[Record]:
     """One Record per image, for the training and testing sets present under root."""
     seg = resolve_root(root)
     out = []
     for folder, split in SPLITS.items():
-        image_dir = seg / IMAGES / folder
-        if not image_dir.is_dir():
-            continue
-        for path in sorted(image_dir.iterdir()):
+        for path in image_files(seg / IMAGES / folder, (".jpg", ".jpeg")):
             match = IMAGE_NAME.match(path.name)
             if not match:
-                if path.name != "Thumbs.db":
-                    log.warning("IDRiD: ignoring unexpected file %s", path)
+                log.warning("IDRiD: ignoring %s: not named IDRiD_NN.jpg", path)
                 continue
             image_id = match.group(1)
             masks = {}
@@ -56,9 +52,7 @@ def records(root: Path, dataset: str = "idrid") -> list[Record]:
                 elif lesion in OPTIONAL:
                     masks[lesion] = None
                 else:
-                    raise InputError(
-                        f"{mask}: missing {lesion} mask for {path}; IDRiD ships one for every image, "
-                        "so the download is incomplete: re-extract the groundtruth folder"
-                    )
+                    report(problems, f"{mask}: missing {lesion} mask for {path}; IDRiD ships one for every image, "
+                                     "so the download is incomplete: re-extract the groundtruth folder")
             out.append(Record(dataset, image_id, image_id, split, path, masks))
     return out

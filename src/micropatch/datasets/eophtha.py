@@ -1,0 +1,51 @@
+"""e-ophtha MA adapter: 'e_optha_MA/{MA,Annotation_MA,healthy}/<patient>/' (SPEC.md section 1)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..io import InputError
+from . import Record, image_files, report
+
+log = logging.getLogger(__name__)
+
+TOP = "e_optha_MA"
+WITH_MA, ANNOTATIONS, HEALTHY = "MA", "Annotation_MA", "healthy"
+
+
+def resolve_root(root: Path) -> Path:
+    """The 'e_optha_MA' folder, given it or the folder above it; says which it found."""
+    root = Path(root)
+    for candidate, found in ((root, "the 'e_optha_MA' folder itself"), (root / TOP, "its parent")):
+        if (candidate / WITH_MA).is_dir() or (candidate / HEALTHY).is_dir():
+            log.info("e-ophtha root %s: found %s", root, found)
+            return candidate
+    raise InputError(
+        f"{root}: not an e-ophtha MA root: neither '{root / WITH_MA}' nor '{root / TOP / WITH_MA}' exists; "
+        f"point the source at '{TOP}/' or at the folder holding it"
+    )
+
+
+def records(root: Path, dataset: str = "eophtha", problems: list[str] | None = None) -> list[Record]:
+    """One Record per image; patient_key is the patient folder; healthy images have no MA (an empty mask).
+
+    e-ophtha MA annotates MA only, so the records carry no HE/EX/SE masks: those classes are unknown, not absent.
+    """
+    top = resolve_root(root)
+    out = []
+    for folder in (WITH_MA, HEALTHY):
+        if not (top / folder).is_dir():
+            continue
+        for patient in sorted(p for p in (top / folder).iterdir() if p.is_dir()):
+            for path in image_files(patient, (".jpg", ".jpeg")):
+                mask = top / ANNOTATIONS / patient.name / f"{path.stem}.png"
+                if folder == HEALTHY:
+                    masks = {"MA": None}
+                elif mask.is_file():
+                    masks = {"MA": mask}
+                else:
+                    masks = {}
+                    report(problems, f"{mask}: missing MA annotation for {path}; every image under '{WITH_MA}/' "
+                                     "has one: re-extract the archive")
+                out.append(Record(dataset, path.stem, patient.name, "all", path, masks))
+    return out
