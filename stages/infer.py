@@ -1,4 +1,8 @@
-"""Stage infer@DOMAIN: sliding-window probability maps (uint8 PNG, p = v/255) for every image of one domain."""
+"""Stage infer@DOMAIN: probability maps (uint8 PNG, p = v/255) for every image of one test domain.
+
+infer.mode `paper` slides 128/64 windows with mean blending (the method); `fast` runs large Gaussian-blended tiles
+and skips tiles outside the field of view (benchmarks/infer.py measures both).
+"""
 import logging
 import sys
 from pathlib import Path
@@ -7,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from micropatch import logs
-from micropatch.inference import sliding_window_probability, to_uint8
+from micropatch.inference import predict_probability, to_uint8
 from micropatch.io import load_params, read_png, write_json, write_png
 from micropatch.model import load_checkpoint
 from micropatch.split import domain_rows, read_manifest
@@ -22,14 +26,15 @@ def main(domain: str) -> None:
     rows = domain_rows(read_manifest("data/splits/manifest.csv"), domain, spec)
     out = Path("data/predictions") / domain
     for row in tqdm(rows, desc=f"infer {domain}", unit="img"):
-        image = read_png(Path("data/preprocessed") / row["dataset"] / f"{row['image_id']}.png")
-        probability = sliding_window_probability(model, image, params["window"], params["stride"],
-                                                 params["batch_size"], device)
+        folder = Path("data/preprocessed") / row["dataset"]
+        image = read_png(folder / f"{row['image_id']}.png")
+        fov = read_png(folder / f"{row['image_id']}_fov.png") > 0
+        probability = predict_probability(model, image, fov, params, device)
         for lesion, channel in zip(config["lesions"], probability):
             write_png(out / f"{row['image_id']}_{lesion}.png", to_uint8(channel))
     write_json(out / "domain.json", {"domain": domain, **spec,
                                      "lesions": config["lesions"], "image_ids": [r["image_id"] for r in rows]})
-    logging.info("infer %s: %d images", domain, len(rows))
+    logging.info("infer %s: %d images (%s mode)", domain, len(rows), params["mode"])
 
 
 if __name__ == "__main__":

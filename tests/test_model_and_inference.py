@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from micropatch.inference import sliding_window_probability
+from micropatch.inference import gaussian_weight, sliding_window_probability, tiled_probability
 from micropatch.io import InputError
 from micropatch.model import INPUT_MEAN, INPUT_STD, build_model, load_checkpoint, save_checkpoint
 
@@ -31,6 +31,42 @@ def test_blending_a_pixelwise_model_reproduces_it():
     prob = sliding_window_probability(Identity(), image, 128, 64)
     expected = 1 / (1 + np.exp(-((image / 255.0 - INPUT_MEAN) / INPUT_STD)))
     assert np.abs(prob[0] - expected).max() < 1e-6
+
+
+class CountingIdentity(Identity):
+    def __init__(self):
+        super().__init__()
+        self.tiles = 0
+
+    def forward(self, x):
+        self.tiles += len(x)
+        return x
+
+
+def test_tiles_blend_a_pixelwise_model_exactly_and_skip_tiles_outside_the_fov():
+    image = np.random.default_rng(2).integers(0, 256, (700, 900), dtype=np.uint8)
+    fov = np.zeros(image.shape, bool)
+    fov[100:400, 50:300] = True  # tile starts y 0,192,384,444 and x 0,192,384,576,644: 3 x 2 tiles touch it
+    model = CountingIdentity()
+    prob = tiled_probability(model, image, fov, tile=256, overlap=64, batch_size=3)
+    expected = 1 / (1 + np.exp(-((image / 255.0 - INPUT_MEAN) / INPUT_STD)))
+    assert prob.shape == (1, 700, 900)
+    assert np.abs(prob[0] - expected)[fov].max() < 1e-5  # Gaussian weights cancel for a pixelwise model
+    assert model.tiles == 6 and (prob[0][:, 448:] == 0).all()  # far from the FOV: no tile ran, probability 0
+
+
+def test_tiles_pad_images_smaller_than_a_tile():
+    image = np.random.default_rng(3).integers(0, 256, (100, 150), dtype=np.uint8)
+    prob = tiled_probability(Identity(), image, np.ones(image.shape, bool), tile=256, overlap=32)
+    expected = 1 / (1 + np.exp(-((image / 255.0 - INPUT_MEAN) / INPUT_STD)))
+    assert prob.shape == (1, 100, 150) and np.abs(prob[0] - expected).max() < 1e-5
+
+
+def test_gaussian_weight_peaks_in_the_centre_and_stays_positive():
+    weight = gaussian_weight(64)
+    assert weight.shape == (64, 64) and weight.min() > 0 and weight[31, 31] == weight.max() == 1.0
+    with pytest.raises(ValueError, match="multiple of 32"):
+        tiled_probability(Identity(), np.zeros((64, 64), np.uint8), np.ones((64, 64), bool), tile=100)
 
 
 def test_unet_shapes_and_checkpoint_roundtrip(tmp_path):

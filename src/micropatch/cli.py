@@ -127,6 +127,30 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    """Lesion maps, masks, overlay and lesion list for each image; one JSON summary line per image on stdout."""
+    import json
+
+    import torch
+    from tqdm import tqdm
+
+    from .inference import DEFAULTS
+    from .model import load_checkpoint
+    from .predict import predict_image
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, config = load_checkpoint(args.model, device)
+    params = DEFAULTS | {"mode": args.mode}
+    failed = 0
+    for image in tqdm(args.images, desc="predict", unit="img"):
+        try:
+            print(json.dumps(predict_image(model, config, image, args.out, params, args.threshold, device=device)))
+        except InputError as err:  # one bad photograph does not stop the others
+            failed += 1
+            print(f"micropatch predict: error: {err}", file=sys.stderr)
+    return 2 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logs.setup()
     parser = argparse.ArgumentParser(prog="micropatch", description=__doc__)
@@ -157,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     ins.add_argument("adapter", choices=("idrid", "ddr", "eophtha"))
     ins.add_argument("root", type=Path, help="the dataset's top folder or the folder above it")
     ins.set_defaults(func=cmd_inspect)
+    pr = sub.add_parser("predict", help="native-resolution lesion maps for fundus photographs (JPEG/PNG/TIFF)")
+    pr.add_argument("images", nargs="+", type=Path)
+    pr.add_argument("--model", required=True, type=Path, help="a micropatch checkpoint (model.safetensors)")
+    pr.add_argument("--out", required=True, type=Path)
+    pr.add_argument("--mode", default="paper", choices=("paper", "fast"), help="paper: 128/64 windows; fast: tiles")
+    pr.add_argument("--threshold", type=float, default=0.5)
+    pr.set_defaults(func=cmd_predict)
     rd = sub.add_parser("readme", help="regenerate README.md's results block from metrics/")
     rd.set_defaults(func=lambda args: __import__("micropatch.readme", fromlist=["update"]).update())
     args = parser.parse_args(argv)

@@ -232,12 +232,15 @@ def download(url: str, sha256: str, folder: Path, timeout_s: float = 60) -> Path
         with urlopen(request, timeout=timeout_s) as response:
             if offset and response.status != 206:
                 offset = 0  # the server ignored the Range request: start again
-            total = offset + int(response.headers.get("Content-Length", 0))
-            with open(part, "ab" if offset else "wb") as f, \
-                    tqdm(total=total or None, initial=offset, desc=final.name, unit="B", unit_scale=True) as bar:
+            length = int(response.headers.get("Content-Length", -1))
+            with open(part, "ab" if offset else "wb") as f, tqdm(total=offset + length if length >= 0 else None,
+                                                                  initial=offset, desc=final.name, unit="B",
+                                                                  unit_scale=True) as bar:
                 while chunk := response.read(CHUNK):
                     f.write(chunk)
                     bar.update(len(chunk))
+            if length >= 0 and bar.n < offset + length:  # http.client returns short reads silently
+                raise OSError(f"connection closed {offset + length - bar.n} bytes early")
     except HTTPError as err:
         if err.code != 416:  # 416: the .part already holds every byte; verify it below
             raise InputError(f"{url}: HTTP {err.code} {err.reason}; check the URL") from err
