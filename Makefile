@@ -34,10 +34,17 @@ run: data
 	@cat metrics/cross_domain.md
 	$(BIN)/dvc metrics show
 
-# The committed split manifest must be leak-free (reports go to a scratch folder, not over metrics/).
+# The real-data tests read the IDRiD copy named by MICROPATCH_IDRID; CI's sits beside the checkout.
+MICROPATCH_IDRID ?= $(wildcard $(abspath ../shared/datasets/IDRiD))
+export MICROPATCH_IDRID
+
+# The committed split manifests must be leak-free (reports go to a scratch folder, not over metrics/).
 test: install
 	$(BIN)/micropatch audit --manifest data/splits/manifest.csv --no-patches --out .pytest_cache/audit
+	$(BIN)/micropatch audit --manifest results/idrid-ma/data/splits/manifest.csv --no-patches \
+	  --out .pytest_cache/audit-idrid-ma
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf data/raw data/preprocessed data/patches data/model data/predictions data/train_state .dvc/cache .dvc/tmp
+	rm -rf data/raw data/preprocessed data/patches data/model data/predictions data/train_state data/downloads \
+	  .dvc/cache .dvc/tmp

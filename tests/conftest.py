@@ -1,18 +1,43 @@
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_IDRID = REPO.parent / "shared" / "datasets" / "IDRiD"
 
 
 def idrid_root() -> Path | None:
-    """The real IDRiD copy: $MICROPATCH_IDRID, else ../shared/datasets/IDRiD beside the checkout."""
-    root = Path(os.environ.get("MICROPATCH_IDRID", SHARED_IDRID))
-    return root if (root / "A. Segmentation").is_dir() else None
+    """The real IDRiD copy named by $MICROPATCH_IDRID (`make test` sets it when ../shared/datasets/IDRiD exists)."""
+    root = os.environ.get("MICROPATCH_IDRID")
+    return Path(root) if root and (Path(root) / "A. Segmentation").is_dir() else None
+
+
+def run(cmd: list[str], cwd: Path, env: dict) -> str:
+    """Run a command; fail the test with its output tails when it fails; return stdout + stderr."""
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+def dvc_workspace(work: Path, edit_params) -> dict:
+    """A git + DVC repo at work holding the real dvc.yaml, stages/ and src/, and params.yaml edited by
+    edit_params(params); returns the environment to run dvc in."""
+    for name in ("dvc.yaml", "stages", "src"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, work / name)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    edit_params(params)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
+    run(["git", "init", "-q"], work, env)
+    run(["dvc", "init", "-q"], work, env)
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -1,40 +1,26 @@
 """The real dvc.yaml on a tiny synthetic set: every stage runs, the model learns, a second repro is a no-op."""
 import json
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import REPO
+from conftest import dvc_workspace, run
 
 pytestmark = pytest.mark.slow
 
 
-def run(cmd, cwd, env):
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout + result.stderr
+def small(params: dict) -> None:
+    params["synthetic"].update(n_images=8, width=512, height=340, seed=3)
+    for entry in params["download"]["datasets"][1:]:  # the zero-shot stand-ins (DDR and e-ophtha layouts)
+        entry["synthetic"].update(width=384, height=256)
+    params["split"]["val_fraction"] = 0.25
+    params["train"].update(epochs=3, early_stopping_patience=3)
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     work = tmp_path_factory.mktemp("pipeline")
-    for name in ("dvc.yaml", "stages", "src"):
-        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, work / name)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["synthetic"].update(n_images=8, width=512, height=340, seed=3)
-    params["split"]["val_fraction"] = 0.25
-    params["train"].update(epochs=3, early_stopping_patience=3)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@t")
-    run(["git", "init", "-q"], work, env)
-    run(["dvc", "init", "-q"], work, env)
+    env = dvc_workspace(work, small)
     run([sys.executable, "-m", "micropatch.cli", "synth"], work, env)
     first = run(["dvc", "repro"], work, env)
     return work, env, first
@@ -42,13 +28,30 @@ def workspace(tmp_path_factory):
 
 def test_every_stage_runs_and_writes_its_outputs(workspace):
     work, _, log = workspace
-    for stage in ("download", "preprocess", "patient-split", "patchify", "train", "infer@synthetic_val", "score"):
+    for stage in ("download", "preprocess", "patient-split", "patchify", "train", "infer@synthetic_val",
+                  "infer@ddr_test", "infer@eophtha", "score"):
         assert f"Running stage '{stage}'" in log
     manifest = (work / "data/splits/manifest.csv").read_text().splitlines()
-    assert len(manifest) == 9 and sum(",val," in line for line in manifest) == 2
+    assert len(manifest) == 1 + 8 + 6 + 9 and sum(",val," in line for line in manifest) == 2
     patches = json.loads((work / "data/patches/train/meta.json").read_text())
     assert patches["patches"] > patches["lesion_patches"] > 0
     assert len(list((work / "data/predictions/synthetic_val").glob("*_MA.png"))) == 2
+    assert len(list((work / "data/predictions/ddr_test").glob("*_MA.png"))) == 2  # DDR's official test split
+
+
+def test_cross_domain_table_and_dataset_summary(workspace):
+    work, _, _ = workspace
+    rows = json.loads((work / "metrics/cross_domain.json").read_text())
+    assert [(r["domain"], r["zero_shot"]) for r in rows] == [("ddr_test", True), ("eophtha", True),
+                                                             ("synthetic_val", False)]
+    resolution = {r["domain"]: r["resolution"] for r in rows}
+    assert resolution["synthetic_val"] == "512x340" and resolution["eophtha"] == "384x256"
+    eophtha = json.loads((work / "metrics/domains/eophtha.json").read_text())
+    assert eophtha["lesions"]["MA"]["n_images"] == 9  # healthy images are scored too (empty truth)
+    datasets = json.loads((work / "metrics/datasets.json").read_text())
+    assert datasets["synthetic"]["median_resolution"] == "512x340"
+    assert datasets["eophtha"]["patients"] == 3 and datasets["eophtha"]["lesions"]["MA"]["images_with_lesion"] == 6
+    assert "| eophtha | MA | yes | 9 | 384x256 |" in (work / "metrics/cross_domain.md").read_text()
 
 
 def test_trained_model_beats_a_trivial_predictor(workspace):

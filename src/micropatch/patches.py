@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from .io import atomic_path, save_npy, write_json
+from .io import atomic_path, read_png, save_npy, write_json
 
 INDEX_COLUMNS = ("dataset", "image_id", "y", "x", "lesion_pixels")
 
@@ -68,3 +69,27 @@ def read_patch_index(out_dir: Path) -> list[dict]:
 def read_patch_meta(out_dir: Path) -> dict:
     """meta.json of a patch set."""
     return json.loads((Path(out_dir) / "meta.json").read_text())
+
+
+def build_patch_set(rows: list[dict], preprocessed: Path, lesions: list[str], size: int, stride: int,
+                    background_keep: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[dict], dict]:
+    """Patches of the manifest rows: images (N, S, S) uint8, masks (N, L, S, S) uint8, index rows, per-image counts."""
+    images, masks, index, per_image = [], [], [], {}
+    for row in tqdm(rows, desc="patchify", unit="img"):
+        folder = Path(preprocessed) / row["dataset"]
+        image = read_png(folder / f"{row['image_id']}.png")
+        fov = read_png(folder / f"{row['image_id']}_fov.png") > 0
+        lesion = np.stack([read_png(folder / f"{row['image_id']}_{name}.png") > 0 for name in lesions])
+        # seeded per image (by its bytes), so adding an image never changes another image's patches
+        rng = np.random.default_rng([seed, int(row["sha256"][:12], 16)])
+        kept = select_windows(lesion.any(axis=0), fov, size, stride, background_keep, rng)
+        for y, x, lesion_pixels in kept:
+            images.append(image[y:y + size, x:x + size])
+            masks.append(lesion[:, y:y + size, x:x + size])
+            index.append({"dataset": row["dataset"], "image_id": row["image_id"], "y": y, "x": x,
+                          "lesion_pixels": lesion_pixels})
+        per_image[f"{row['dataset']}/{row['image_id']}"] = {
+            "lesion_patches": sum(1 for k in kept if k[2] > 0), "background_patches": sum(1 for k in kept if k[2] == 0)}
+    stacked_images = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
+    stacked_masks = np.stack(masks).astype(np.uint8) if masks else np.zeros((0, len(lesions), size, size), np.uint8)
+    return stacked_images, stacked_masks, index, per_image

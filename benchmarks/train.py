@@ -1,0 +1,88 @@
+"""Training throughput: patches/s at batch 16 and how much of a step is spent waiting for data.
+
+Runs the training step of micropatch.training (the loader with its augmentation, channels_last, Dice + Focal,
+AdamW; AMP on CUDA) on a patch set: the real-IDRiD record's when present, else a synthetic one written to a temp
+folder. Data time = waiting for the next batch; compute time = forward, backward and optimizer step.
+Prints a line and, last, one JSON object.  --quick: 8 timed steps.
+"""
+import argparse
+import json
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from micropatch.model import build_model, normalise
+from micropatch.patches import write_patch_set
+from micropatch.training import PatchDataset, TrainConfig, make_loss
+
+RECORD_PATCHES = Path(__file__).resolve().parents[1] / "results" / "idrid-ma" / "data" / "patches" / "train"
+
+
+def synthetic_patch_set(folder: Path, n: int = 512) -> Path:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 128, 128), dtype=np.uint8)
+    masks = (rng.random((n, 1, 128, 128)) < 0.01).astype(np.uint8)
+    write_patch_set(folder, images, masks, [], {"split": "train"})
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--patches", type=Path, default=RECORD_PATCHES)
+    args = parser.parse_args()
+    steps, warmup = (8, 2) if args.quick else (args.steps, 3)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        patches = args.patches if (args.patches / "images.npy").is_file() else synthetic_patch_set(Path(tmp))
+        dataset = PatchDataset(patches, augment=True, seed=0)
+        loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+                            pin_memory=device.type == "cuda", drop_last=True,
+                            generator=torch.Generator().manual_seed(0))
+        torch.manual_seed(0)
+        model = build_model(1).to(device).to(memory_format=torch.channels_last).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+        scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
+        loss_fn = make_loss(1, TrainConfig())
+        data_s, compute_s = [], []
+        batches = iter(loader)
+        for step in range(warmup + steps):
+            started = time.perf_counter()
+            images, masks = next(batches)
+            images = normalise(images.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+            masks = masks.to(device, non_blocking=True)
+            loaded = time.perf_counter()
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                loss = loss_fn(model(images).float(), masks)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if step >= warmup:
+                data_s.append(loaded - started)
+                compute_s.append(time.perf_counter() - loaded)
+    step_s = statistics.median(d + c for d, c in zip(data_s, compute_s))
+    results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+               "patch_set": "real IDRiD record" if patches == args.patches else "synthetic", "batch_size": args.batch_size,
+               "workers": args.workers, "steps": steps, "patches_per_s": args.batch_size / step_s,
+               "median_step_s": step_s, "median_data_s": statistics.median(data_s),
+               "data_fraction": sum(data_s) / (sum(data_s) + sum(compute_s)),
+               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    print(f"{results['patches_per_s']:.1f} patches/s; data {1000 * results['median_data_s']:.1f} ms of a "
+          f"{1000 * step_s:.0f} ms step ({100 * results['data_fraction']:.1f} %)")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
