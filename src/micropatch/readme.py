@@ -5,6 +5,9 @@ import re
 from pathlib import Path
 
 BEGIN, END = "<!-- results:begin (micropatch readme) -->", "<!-- results:end -->"
+RECORD_BEGIN, RECORD_END = "<!-- idrid-ma:begin (micropatch readme) -->", "<!-- idrid-ma:end -->"
+# seed paper 1, IDRiD MA, patient-isolated 43 / 11 validation, pixels pooled at 0.5 (SPEC.md section 4)
+PAPER_IDRID_MA = {"precision": 0.4846, "recall": 0.4540, "dice": 0.4688, "iou": 0.3061}
 
 
 def results_block(metrics: Path) -> str:
@@ -30,12 +33,45 @@ def results_block(metrics: Path) -> str:
     return "\n".join(lines + ["", END])
 
 
-def update(readme: Path = Path("README.md"), metrics: Path = Path("metrics")) -> None:
-    """Replace the results block of README.md in place."""
+def record_block(record: Path) -> str:
+    """Markdown: the real-IDRiD record's validation figures next to the paper's, with its training facts."""
+    import json
+
+    ma = json.loads((record / "metrics" / "domains" / "idrid_val.json").read_text())["lesions"]["MA"]
+    from .io import load_params
+
+    train = json.loads((record / "metrics" / "train.json").read_text())
+    cfg = load_params("train", record / "params.yaml")
+    steps = cfg["max_steps_per_epoch"] or -(-train["train_patches"] // cfg["batch_size"])
+    rows = ["| IDRiD MA, val (11 images) | P % | R % | Dice % | IoU % | aupr_11 | AP | lesion sens. % | FPs/img | FROC |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            "| seed paper | " + " | ".join(f"{100 * PAPER_IDRID_MA[k]:.2f}" for k in ("precision", "recall", "dice", "iou"))
+            + " | - | - | - | - | - |",
+            "| micropatch (`results/idrid-ma`) | " + " | ".join(f"{100 * ma[k]:.2f}" for k in ("precision", "recall",
+                                                                                          "dice", "iou"))
+            + f" | {ma['aupr_11']:.4f} | {ma['ap']:.4f} | {100 * ma['lesion_sensitivity']:.1f} | "
+              f"{ma['fps_per_image']:.2f} | {ma['froc']:.3f} |"]
+    facts = (f"Trained {train['epochs_run']} epochs of {steps} steps of {cfg['batch_size']} "
+             f"({train['epochs_run'] * steps * cfg['batch_size']:,} patch draws from {train['train_patches']:,} "
+             f"training patches), from random init (encoder_weights: {cfg['encoder_weights']}), on "
+             f"{train['device']}; the best val Dice on patches came at epoch {train['best_epoch']}.")
+    return "\n".join([RECORD_BEGIN, "", *rows, "", facts, "", RECORD_END])
+
+
+def replace_block(text: str, begin: str, end: str, block: str, readme: Path) -> str:
+    """text with the block between the begin and end markers replaced."""
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
+    if not pattern.search(text):
+        raise ValueError(f"{readme} has no block {begin} ... {end}")
+    return pattern.sub(lambda _: block, text)
+
+
+def update(readme: Path = Path("README.md"), metrics: Path = Path("metrics"),
+           record: Path = Path("results/idrid-ma")) -> None:
+    """Replace README.md's results block (and the real-IDRiD record's, when the record has metrics) in place."""
     from .io import write_text
 
-    text = readme.read_text()
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
-    if not pattern.search(text):
-        raise ValueError(f"{readme} has no results block ({BEGIN} ... {END})")
-    write_text(readme, pattern.sub(lambda _: results_block(metrics), text))
+    text = replace_block(readme.read_text(), BEGIN, END, results_block(metrics), readme)
+    if (record / "metrics" / "domains" / "idrid_val.json").is_file():
+        text = replace_block(text, RECORD_BEGIN, RECORD_END, record_block(record), readme)
+    write_text(readme, text)
