@@ -120,6 +120,7 @@ def dataset_summary(fingerprints: list[dict]) -> dict:
             "images_with_lesion": sum(n > 0 for n in per_image),
             "components": int(len(areas)),
             "components_per_image_median": float(np.median(per_image)) if per_image else 0.0,
-            "area_px_p10": float(p10), "area_px_median": float(p50), "area_px_p90": float(p90),
+            "area_px_p10": round(float(p10), 1), "area_px_median": round(float(p50), 1),
+            "area_px_p90": round(float(p90), 1),
         }
     return summary
