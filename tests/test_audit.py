@@ -1,8 +1,6 @@
 """Each planted leak is caught with both files named; distinct images are not flagged; splits stay clean."""
-import io
 import itertools
 
-import numpy as np
 import pytest
 from PIL import Image
 

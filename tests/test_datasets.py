@@ -150,4 +150,4 @@ def test_inspect_lists_problems_and_exits_nonzero(eophtha, tmp_path, capsys):
 def test_inspect_on_a_broken_root_exits_nonzero(tmp_path, capsys):
     assert cli(["datasets", "inspect", "ddr", str(tmp_path)]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert "not a DDR root" in report["problems"][0] and report["ok"] is False
+    assert "is no DDR root" in report["problems"][0] and report["ok"] is False

@@ -24,7 +24,7 @@ def test_missing_required_mask_and_broken_root_are_named(synthetic_idrid, tmp_pa
     ma.unlink()
     with pytest.raises(InputError, match="IDRiD_02_MA.tif: missing MA mask"):
         load_records("idrid", copy, "idrid")
-    with pytest.raises(InputError, match="not an IDRiD root"):
+    with pytest.raises(InputError, match="is no IDRiD root"):
         load_records("idrid", tmp_path, "idrid")
     with pytest.raises(InputError, match="unknown dataset adapter"):
         load_records("kaggle", copy, "x")

@@ -1,5 +1,4 @@
 """Killed runs: training resumes bit-exactly from its last checkpoint; a killed write leaves the old file."""
-import os
 import signal
 import subprocess
 import sys

@@ -13,25 +13,15 @@ from .io import InputError, load_params
 
 def cmd_synth(args) -> None:
     """Write the synthetic dataset of the `synthetic` params section in one dataset's official layout."""
-    import shutil
-    import tempfile
-
+    from .io import staged_folder
     from .synthetic import LAYOUT_WRITERS, SyntheticSpec
 
     params = load_params("synthetic", args.params)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:  # build aside, then swap in: an interrupted run never leaves a half-written dataset
+    with staged_folder(args.out) as staging:  # an interrupted run never leaves a half-written dataset
         spec = SyntheticSpec(width=params["width"], height=params["height"])
-        ids = LAYOUT_WRITERS[args.layout](tmp, params["n_images"], params["seed"], spec)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        ids = LAYOUT_WRITERS[args.layout](staging, params["n_images"], params["seed"], spec)
     logging.info("synth: %d images (%dx%d, %s layout) in %s", len(ids), params["width"], params["height"],
-                 args.layout, out)
+                 args.layout, args.out)
 
 
 def cmd_inspect(args) -> int:

@@ -12,7 +12,6 @@ import re
 import shutil
 import stat
 import tarfile
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -22,7 +21,7 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
-from .io import InputError, sha256_file
+from .io import InputError, sha256_file, staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -201,19 +200,11 @@ def extract_tar(archive: Path, out: Path, limits: Limits) -> None:
 
 def extract(archive: Path, dest: Path, limits: Limits) -> Path:
     """Extract archive to dest atomically (temp folder, then rename); dest is replaced only on success."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        (tmp / "root").mkdir()
+    with staged_folder(dest) as staging:
         if archive.name.lower().endswith(".zip") or MULTIPART.match(archive.name.lower()):
-            extract_zip(archive, tmp / "root", limits)
+            extract_zip(archive, staging, limits)
         else:
-            extract_tar(archive, tmp / "root", limits)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp / "root", dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            extract_tar(archive, staging, limits)
     log.info("extracted %s -> %s", archive, dest)
     return dest
 
@@ -268,16 +259,9 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def copy_folder(path: Path, dest: Path) -> Path:
     """Put a copy (hard links where possible) of folder path at dest, replaced atomically."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        shutil.copytree(path, tmp / "root", copy_function=_link_or_copy,
+    with staged_folder(dest) as staging:
+        shutil.copytree(path, staging, copy_function=_link_or_copy, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("Thumbs.db", ".DS_Store"))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp / "root", dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("materialised %s -> %s", path, dest)
     return dest
 
@@ -294,9 +278,9 @@ def materialise(entry: dict, dest: Path, downloads: Path, limits: Limits = Limit
 
         settings = dict(entry.get("synthetic", {}))
         n_images, seed = settings.pop("n_images", 8), settings.pop("seed", 0)
-        with tempfile.TemporaryDirectory(dir=dest.parent if dest.parent.exists() else None) as tmp:
-            LAYOUT_WRITERS[entry["adapter"]](Path(tmp), n_images, seed, SyntheticSpec(**settings))
-            return copy_folder(Path(tmp), dest)
+        with staged_folder(dest) as staging:
+            LAYOUT_WRITERS[entry["adapter"]](staging, n_images, seed, SyntheticSpec(**settings))
+        return dest
     if is_url(source):
         if not expected:
             raise InputError(f"source '{source}': a URL source needs its sha256 in params (download.datasets: "

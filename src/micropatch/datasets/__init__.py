@@ -49,6 +49,15 @@ def image_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
     return found
 
 
+def find_root(root: Path, candidates: list[tuple[Path, str]], holds, dataset_name: str, hint: str) -> Path:
+    """The first candidate folder for which holds(folder) is true, logging which one; InputError(hint) if none."""
+    for candidate, found in candidates:
+        if holds(candidate):
+            log.info("%s root %s: found %s", dataset_name, root, found)
+            return candidate
+    raise InputError(f"{root} is no {dataset_name} root: {hint}")
+
+
 def report(problems: list[str] | None, message: str) -> None:
     """Raise InputError(message), or append it to problems when a caller collects them (datasets inspect)."""
     if problems is None:

@@ -1,13 +1,9 @@
 """DDR adapter: the official 'lesion_segmentation' layout (SPEC.md section 1)."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from ..io import InputError
-from . import LESIONS, Record, image_files, report
-
-log = logging.getLogger(__name__)
+from . import LESIONS, Record, find_root, image_files, report
 
 SEGMENTATION = "lesion_segmentation"
 # split folder -> label folder name (sic: the valid split's differs in the official release)
@@ -17,18 +13,13 @@ SPLITS = {"train": "label", "valid": "segmentation label", "test": "label"}
 def resolve_root(root: Path) -> Path:
     """The 'lesion_segmentation' folder, given it, 'DDR-dataset/' or the folder above that; says which it found."""
     root = Path(root)
-    candidates = ((root, "the 'lesion_segmentation' folder itself"),
+    candidates = [(root, "the 'lesion_segmentation' folder itself"),
                   (root / SEGMENTATION, "'DDR-dataset/' (the folder holding 'lesion_segmentation')"),
-                  (root / "DDR-dataset" / SEGMENTATION, "the folder holding 'DDR-dataset/'"))
-    for candidate, found in candidates:
-        if any((candidate / split / "image").is_dir() for split in SPLITS):
-            log.info("DDR root %s: found %s", root, found)
-            return candidate
-    raise InputError(
-        f"{root}: not a DDR root: no '{{train,valid,test}}/image' folder under it, under '{SEGMENTATION}/' or under "
-        f"'DDR-dataset/{SEGMENTATION}/'; point the source at 'DDR-dataset/' (extracted from the joined "
-        "DDR-dataset.zip.001 ... parts) or at its 'lesion_segmentation' folder"
-    )
+                  (root / "DDR-dataset" / SEGMENTATION, "the folder holding 'DDR-dataset/'")]
+    return find_root(root, candidates, lambda folder: any((folder / split / "image").is_dir() for split in SPLITS),
+                     "DDR", f"no '{{train,valid,test}}/image' folder under it, under '{SEGMENTATION}/' or under "
+                     f"'DDR-dataset/{SEGMENTATION}/'; point the source at 'DDR-dataset/' (extracted from the joined "
+                     "DDR-dataset.zip.001 ... parts) or at its 'lesion_segmentation' folder")
 
 
 def records(root: Path, dataset: str = "ddr", problems: list[str] | None = None) -> list[Record]:

@@ -1,13 +1,9 @@
 """e-ophtha MA adapter: 'e_optha_MA/{MA,Annotation_MA,healthy}/<patient>/' (SPEC.md section 1)."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from ..io import InputError
-from . import Record, image_files, report
-
-log = logging.getLogger(__name__)
+from . import Record, find_root, image_files, report
 
 TOP = "e_optha_MA"
 WITH_MA, ANNOTATIONS, HEALTHY = "MA", "Annotation_MA", "healthy"
@@ -16,14 +12,10 @@ WITH_MA, ANNOTATIONS, HEALTHY = "MA", "Annotation_MA", "healthy"
 def resolve_root(root: Path) -> Path:
     """The 'e_optha_MA' folder, given it or the folder above it; says which it found."""
     root = Path(root)
-    for candidate, found in ((root, "the 'e_optha_MA' folder itself"), (root / TOP, "its parent")):
-        if (candidate / WITH_MA).is_dir() or (candidate / HEALTHY).is_dir():
-            log.info("e-ophtha root %s: found %s", root, found)
-            return candidate
-    raise InputError(
-        f"{root}: not an e-ophtha MA root: neither '{root / WITH_MA}' nor '{root / TOP / WITH_MA}' exists; "
-        f"point the source at '{TOP}/' or at the folder holding it"
-    )
+    return find_root(root, [(root, "the 'e_optha_MA' folder itself"), (root / TOP, "its parent")],
+                     lambda folder: (folder / WITH_MA).is_dir() or (folder / HEALTHY).is_dir(), "e-ophtha MA",
+                     f"neither '{root / WITH_MA}' nor '{root / TOP / WITH_MA}' exists; point the source at '{TOP}/' "
+                     "or at the folder holding it")
 
 
 def records(root: Path, dataset: str = "eophtha", problems: list[str] | None = None) -> list[Record]:

@@ -5,8 +5,7 @@ import logging
 import re
 from pathlib import Path
 
-from ..io import InputError
-from . import Record, image_files, report
+from . import Record, find_root, image_files, report
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +22,10 @@ IMAGE_NAME = re.compile(r"^(IDRiD_\d+)\.jpe?g$", re.IGNORECASE)
 def resolve_root(root: Path) -> Path:
     """The 'A. Segmentation' folder, given it or the folder above it; raises InputError naming what is missing."""
     root = Path(root)
-    for candidate, found in ((root, "the 'A. Segmentation' folder itself"), (root / SEGMENTATION, "its parent")):
-        if (candidate / IMAGES).is_dir():
-            log.info("IDRiD root %s: found %s", root, found)
-            return candidate
-    raise InputError(
-        f"{root}: not an IDRiD root: neither '{root / IMAGES}' nor '{root / SEGMENTATION / IMAGES}' exists; "
-        "point the source at the folder that holds 'A. Segmentation' (or at 'A. Segmentation' itself)"
-    )
+    return find_root(root, [(root, "the 'A. Segmentation' folder itself"), (root / SEGMENTATION, "its parent")],
+                     lambda folder: (folder / IMAGES).is_dir(), "IDRiD",
+                     f"neither '{root / IMAGES}' nor '{root / SEGMENTATION / IMAGES}' exists; point the source at the "
+                     "folder that holds 'A. Segmentation' (or at 'A. Segmentation' itself)")
 
 
 def records(root: Path, dataset: str = "idrid", problems: list[str] | None = None) -> list[Record]:
