@@ -27,6 +27,8 @@ def write_figures(results: dict, curves: dict, params: dict) -> None:
                    figures.curve_records(c["froc_curve"], ("threshold", "fps_per_image", "sensitivity")))
     with_curves = {d: {l: s | curves[d, l] for l, s in by.items()} for d, by in results.items()}
     figures.curves_figure(with_curves, PLOTS / "curves.png")
+    with open(METRICS / "train_history.tsv", newline="") as f:
+        figures.training_figure(list(csv.DictReader(f, delimiter="\t")), PLOTS / "training.png")
     figures.bars_figure(results, PLOTS / "cross_domain.png")
     manifest = {(r["dataset"], r["image_id"]): r for r in read_manifest("data/splits/manifest.csv")}
     for domain_file in sorted(Path("data/predictions").glob("*/domain.json")):

@@ -68,6 +68,19 @@ def bars_figure(results: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def training_figure(history: list[dict], path: Path) -> None:
+    """Train and val loss, and val Dice on patches, per epoch (rows of metrics/train_history.tsv)."""
+    epochs = [int(r["epoch"]) for r in history]
+    fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in ("train_loss", "val_loss"):
+        loss_ax.plot(epochs, [float(r[key]) for r in history], marker="o", label=key.replace("_", " "))
+    loss_ax.set(xlabel="epoch", ylabel="0.5 Dice + 0.5 Focal", title="loss")
+    loss_ax.legend()
+    dice_ax.plot(epochs, [float(r["val_dice"]) for r in history], marker="o", color="tab:green")
+    dice_ax.set(xlabel="epoch", ylabel="pooled Dice at 0.5", title="validation Dice on patches", ylim=(0, 1))
+    _save(fig, path)
+
+
 def overlay(rgb: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """uint8 RGB with true positives, false positives and misses painted in distinct colours."""
     out = rgb.copy()

@@ -55,7 +55,10 @@ def record_block(record: Path) -> str:
              f"({train['epochs_run'] * steps * cfg['batch_size']:,} patch draws from {train['train_patches']:,} "
              f"training patches), from random init (encoder_weights: {cfg['encoder_weights']}), on "
              f"{train['device']}; the best val Dice on patches came at epoch {train['best_epoch']}.")
-    return "\n".join([RECORD_BEGIN, "", *rows, "", facts, "", RECORD_END])
+    plots = record / "metrics" / "plots"
+    images = [f"![{name}]({plots / name})" for name in ("training.png", "curves.png") if (plots / name).is_file()]
+    images += [f"![{p.stem}]({p})" for p in sorted((plots / "panels").glob("idrid_val_MA_*.png"))]
+    return "\n".join([RECORD_BEGIN, "", *rows, "", facts, "", *images, "", RECORD_END])
 
 
 def replace_block(text: str, begin: str, end: str, block: str, readme: Path) -> str:

@@ -1,0 +1,40 @@
+"""README tables come from metrics files, never by hand: the record table sits next to the paper's figures."""
+import json
+
+import pytest
+import yaml
+
+from micropatch.readme import RECORD_BEGIN, RECORD_END, update
+
+
+def test_record_table_is_built_from_the_record_and_replaces_only_its_block(tmp_path):
+    record = tmp_path / "results" / "idrid-ma"
+    (record / "metrics" / "domains").mkdir(parents=True)
+    ma = {"precision": 0.5, "recall": 0.25, "dice": 1 / 3, "iou": 0.2, "aupr_11": 0.31, "ap": 0.42,
+          "lesion_sensitivity": 0.6, "fps_per_image": 12.5, "froc": 0.3}
+    (record / "metrics" / "domains" / "idrid_val.json").write_text(json.dumps({"lesions": {"MA": ma}}))
+    (record / "metrics" / "train.json").write_text(json.dumps(
+        {"epochs_run": 4, "best_epoch": 3, "train_patches": 16907, "device": "cpu"}))
+    (record / "params.yaml").write_text(yaml.safe_dump(
+        {"train": {"max_steps_per_epoch": 250, "batch_size": 16, "encoder_weights": None}}))
+    metrics = tmp_path / "metrics"
+    (metrics / "domains").mkdir(parents=True)
+    (metrics / "cross_domain.md").write_text("| table |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:begin (micropatch readme) -->\nold\n<!-- results:end -->\n"
+                      f"{RECORD_BEGIN}\nstale\n{RECORD_END}\noutro\n")
+    update(readme, metrics, record)
+    text = readme.read_text()
+    assert "stale" not in text and "old" not in text and text.startswith("intro") and text.endswith("outro\n")
+    assert "| seed paper | 48.46 | 45.40 | 46.88 | 30.61 |" in text
+    assert "| micropatch (`results/idrid-ma`) | 50.00 | 25.00 | 33.33 | 20.00 | 0.3100 | 0.4200 | 60.0 | 12.50 | 0.300 |" in text
+    assert "4 epochs of 250 steps of 16 (16,000 patch draws from 16,907 training patches)" in text
+
+
+def test_missing_block_is_an_error(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers\n")
+    (tmp_path / "metrics" / "domains").mkdir(parents=True)
+    (tmp_path / "metrics" / "cross_domain.md").write_text("| t |\n")
+    with pytest.raises(ValueError, match="has no block"):
+        update(readme, tmp_path / "metrics", tmp_path / "no-record")
