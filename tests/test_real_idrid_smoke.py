@@ -34,17 +34,15 @@ def copy_images(root: Path, dest: Path, image_ids) -> None:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    source = tmp_path_factory.mktemp("idrid3") / "IDRiD"
-    copy_images(idrid_root(), source, IMAGES)
-
     def three_real_images(params: dict) -> None:
-        params["download"]["datasets"] = [{"name": "idrid", "adapter": "idrid", "source": str(source)}]
+        params["download"]["datasets"] = [{"name": "idrid", "adapter": "idrid", "source": "data/sources/IDRiD"}]
         params["roles"] = {"train_on": ["idrid"], "test_on": {"idrid_val": {"dataset": "idrid", "split": "val"}}}
         params["split"]["val_fraction"] = 0.34  # 2 train, 1 val
         params["train"].update(epochs=1, max_steps_per_epoch=1)
 
     work = tmp_path_factory.mktemp("real")
     env = dvc_workspace(work, three_real_images)
+    copy_images(idrid_root(), work / "data" / "sources" / "IDRiD", IMAGES)  # where a user puts it (data.dvc pins it)
     started = time.perf_counter()
     log = run(["dvc", "repro"], work, env)
     return work, log, time.perf_counter() - started
