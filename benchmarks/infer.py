@@ -1,10 +1,13 @@
-"""Full-image inference: `paper` (128/64 windows, mean blending) vs `fast` (512 tiles, Gaussian blending, FOV skip).
+"""Full-image inference: `paper` (128/64 windows, mean blending) vs `fast` (the same windows, overlaps only near
+candidates, none outside the FOV).
 
 Speed: one 4288x2848 frame (real IDRiD_03 when $MICROPATCH_IDRID is set, else a synthetic frame of that size),
-each mode in a fresh process (so its peak RSS is its own), median of --repeats runs. Also times one plain pass
-(512 tiles, no overlap, no skipping) over the whole frame: the floor any tiling pays.
-Agreement (--model CKPT --preprocessed DIR --manifest CSV): pooled Dice at 0.5 of both modes over the manifest's
-val images; --paper-predictions DIR reuses the pipeline's paper maps instead of recomputing them.
+each mode in a fresh process (so its peak RSS is its own), median of --repeats runs, with a trained --model:
+fast's work depends on what the model finds (default: the real record's model, else the default pipeline's).
+Also times, through fast's own loop, one pass of the network over the frame (non-overlapping 128 windows: the
+floor) and all of paper's windows (what fast gains from running fewer windows, apart from leaving MONAI out).
+Agreement (--preprocessed DIR --manifest CSV): pooled Dice at 0.5 of both modes over the manifest's val images;
+--paper-predictions DIR reuses the pipeline's paper maps instead of recomputing them.
 Prints a line per measurement and, last, one JSON object.  --quick: a 1024x680 frame, one repeat.
 """
 import argparse
@@ -20,10 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from micropatch.inference import DEFAULTS, predict_probability, tiled_probability, to_uint8
+from micropatch.inference import DEFAULTS, accumulate_windows, predict_probability, to_uint8
 from micropatch.io import read_fundus, read_png
-from micropatch.model import build_model, load_checkpoint
+from micropatch.model import load_checkpoint
+from micropatch.patches import window_starts
 from micropatch.preprocessing import fov_mask, green_clahe
+
+ROOT = Path(__file__).resolve().parent.parent
+WINDOW_LOOPS = {"one_pass": 128, "paper_windows_loop": 64}  # mode -> stride of windows_through_loop
+TRAINED = (ROOT / "results/idrid-ma/data/model/model.safetensors", ROOT / "data/model/model.safetensors")
 
 
 def frame(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
@@ -40,27 +48,43 @@ def frame(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
     return green_clahe(rgb), fov_mask(rgb), f"{name} {rgb.shape[1]}x{rgb.shape[0]}"
 
 
-def model_for(checkpoint: str | None) -> torch.nn.Module:
-    """The checkpoint's model, or a seeded random-init ResNet34-scSE U-Net (speed does not depend on weights)."""
-    if checkpoint:
-        return load_checkpoint(checkpoint)[0]
-    torch.manual_seed(0)
-    return build_model(1).eval()
+def trained_checkpoint(given: str | None) -> str:
+    """--model, else the first trained checkpoint present (real record, then the default pipeline's)."""
+    if given:
+        return given
+    for path in TRAINED:
+        if path.is_file():
+            return str(path)
+    sys.exit(f"no trained model: none of {[str(p) for p in TRAINED]} exists; run `make run` or pass --model")
 
 
-def child(mode: str, repeats: int, quick: bool, checkpoint: str | None) -> None:
-    """Time one mode on the frame; print {"seconds": [...], "peak_rss_mb": ...}."""
+def windows_through_loop(model: torch.nn.Module, image: np.ndarray, stride: int, batch_size: int) -> None:
+    """Every 128 window of the grid with this stride through fast's loop, no skipping: stride 128 is one pass of
+    the network over the frame (the compute floor), stride 64 is all of paper's windows without MONAI."""
+    height, width = (max(n, 128) for n in image.shape)
+    padded = np.zeros((height, width), np.uint8)
+    padded[:image.shape[0], :image.shape[1]] = image
+    boxes = [(y, x) for y in window_starts(height, 128, stride) for x in window_starts(width, 128, stride)]
+    accumulate_windows(model, padded, boxes, 128, batch_size, torch.device("cpu"))
+
+
+def child(mode: str, repeats: int, quick: bool, checkpoint: str, infer_params: dict) -> None:
+    """Time one mode on the frame; print {"seconds": [...], "windows": N, "peak_rss_mb": ...}."""
     image, fov, _ = frame(quick)
-    model = model_for(checkpoint).to(memory_format=torch.channels_last)
+    model = load_checkpoint(checkpoint)[0].eval().to(memory_format=torch.channels_last)
+    windows = []
+    model.register_forward_pre_hook(lambda module, args: windows.append(len(args[0])))
     seconds = []
     for _ in range(repeats):
+        windows.clear()
         started = time.perf_counter()
-        if mode == "one_pass":
-            tiled_probability(model, image, np.ones_like(fov), tile=512, overlap=0, batch_size=2)
+        if mode in WINDOW_LOOPS:
+            windows_through_loop(model, image, WINDOW_LOOPS[mode], infer_params["batch_size"])
         else:
-            predict_probability(model, image, fov, DEFAULTS | {"mode": mode})
+            predict_probability(model, image, fov, infer_params | {"mode": mode})
         seconds.append(time.perf_counter() - started)
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"seconds": seconds, "windows": sum(windows),
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 def pooled_dice(pairs) -> float:
@@ -74,13 +98,13 @@ def pooled_dice(pairs) -> float:
     return 2 * tp / max(1, 2 * tp + fp + fn)
 
 
-def agreement(args) -> dict:
+def agreement(args, infer_params: dict) -> dict:
     """Pooled Dice of paper and fast maps over the manifest's val images, and the share of pixels that differ."""
     from tqdm import tqdm
 
     from micropatch.split import read_manifest
 
-    model = model_for(args.model).to(memory_format=torch.channels_last)
+    model = load_checkpoint(args.model)[0]
     rows = [r for r in read_manifest(args.manifest) if r["split"] == "val"]
     paper, fast, differing, fov_pixels = [], [], 0, 0
     for row in tqdm(rows, desc="agreement", unit="img"):
@@ -92,7 +116,7 @@ def agreement(args) -> dict:
             paper_map = read_png(Path(args.paper_predictions) / f"{row['image_id']}_MA.png")
         else:
             paper_map = to_uint8(predict_probability(model, image, fov, DEFAULTS | {"mode": "paper"})[0])
-        fast_map = to_uint8(predict_probability(model, image, fov, DEFAULTS | {"mode": "fast"})[0])
+        fast_map = to_uint8(predict_probability(model, image, fov, infer_params | {"mode": "fast"})[0])
         paper.append((paper_map, truth, fov))
         fast.append((fast_map, truth, fov))
         differing += int((((paper_map >= 128) != (fast_map >= 128)) & fov).sum())
@@ -108,30 +132,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", help="a trained checkpoint (default: random init, for speed only)")
+    parser.add_argument("--model", help="a trained checkpoint (default: the record's, else the default pipeline's)")
     parser.add_argument("--preprocessed", help="data/preprocessed of the pipeline that trained --model")
     parser.add_argument("--manifest", help="its split manifest (val images are compared)")
     parser.add_argument("--paper-predictions", help="its paper-mode maps, to reuse instead of recomputing")
+    parser.add_argument("--refine-threshold", type=float, default=DEFAULTS["refine_threshold"])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
+    args.model = trained_checkpoint(args.model)
+    infer_params = DEFAULTS | {"refine_threshold": args.refine_threshold}
     if args.child:
-        return child(args.child, repeats, args.quick, args.model)
+        return child(args.child, repeats, args.quick, args.model, infer_params)
     _, fov, name = frame(args.quick)
     results = {"frame": name, "fov_fraction": round(float(fov.mean()), 3), "threads": torch.get_num_threads(),
-               "device": "cpu", "repeats": repeats}
-    for mode in ("paper", "fast", "one_pass"):
+               "device": "cpu", "repeats": repeats, "model": args.model, "refine_threshold": args.refine_threshold}
+    for mode in ("paper", "paper_windows_loop", "fast", "one_pass"):
         command = [sys.executable, __file__, "--child", mode] + (["--quick"] if args.quick else []) + \
-                  ["--repeats", str(repeats)] + (["--model", args.model] if args.model else [])
+                  ["--repeats", str(repeats), "--model", args.model, "--refine-threshold", str(args.refine_threshold)]
         out = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
         results[f"{mode}_s"] = statistics.median(out["seconds"])
         results[f"{mode}_peak_rss_mb"] = round(out["peak_rss_mb"])
-        print(f"{mode}: median {results[f'{mode}_s']:.1f} s of {out['seconds']}, peak RSS {out['peak_rss_mb']:.0f} MB",
-              flush=True)
+        results[f"{mode}_windows"] = out["windows"]
+        print(f"{mode}: median {results[f'{mode}_s']:.1f} s of {out['seconds']}, {out['windows']} windows, "
+              f"peak RSS {out['peak_rss_mb']:.0f} MB", flush=True)
     results["speedup"] = results["paper_s"] / results["fast_s"]
     results["fast_vs_one_pass"] = results["fast_s"] / results["one_pass_s"]
-    if args.model and args.preprocessed and args.manifest:
-        results |= agreement(args)
+    results["fast_window_share"] = results["fast_windows"] / results["paper_windows"]
+    if args.preprocessed and args.manifest:
+        results |= agreement(args, infer_params)
     print(json.dumps(results))
 
 

@@ -1,7 +1,7 @@
 """Stage infer@DOMAIN: probability maps (uint8 PNG, p = v/255) for every image of one test domain.
 
-infer.mode `paper` slides 128/64 windows with mean blending (the method); `fast` runs large Gaussian-blended tiles
-and skips tiles outside the field of view (benchmarks/infer.py measures both).
+infer.mode `paper` slides 128/64 windows with mean blending (the method); `fast` runs the same windows, the
+overlapping ones only near candidates and none outside the field of view (benchmarks/infer.py measures both).
 """
 import logging
 import sys

@@ -1,12 +1,14 @@
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from micropatch.inference import gaussian_weight, sliding_window_probability, tiled_probability
+from micropatch.inference import covering_subset, refined_probability, sliding_window_probability
 from micropatch.io import InputError
 from micropatch.model import INPUT_MEAN, INPUT_STD, build_model, load_checkpoint, save_checkpoint
+from micropatch.patches import window_starts
 
 
 class Constant(torch.nn.Module):
@@ -33,40 +35,70 @@ def test_blending_a_pixelwise_model_reproduces_it():
     assert np.abs(prob[0] - expected).max() < 1e-6
 
 
-class CountingIdentity(Identity):
-    def __init__(self):
+class WindowContrast(torch.nn.Module):
+    """Logits depend on the whole window (its mean), as the scSE squeeze does: wrong windows give wrong maps."""
+
+    def __init__(self, gain: float = 1.0, bias: float = 0.0):
         super().__init__()
-        self.tiles = 0
+        self.gain, self.bias, self.windows = gain, bias, []
 
     def forward(self, x):
-        self.tiles += len(x)
-        return x
+        self.windows.append(len(x))
+        return self.gain * (x - x.mean(dim=(2, 3), keepdim=True)) + self.bias
 
 
-def test_tiles_blend_a_pixelwise_model_exactly_and_skip_tiles_outside_the_fov():
-    image = np.random.default_rng(2).integers(0, 256, (700, 900), dtype=np.uint8)
+@pytest.mark.parametrize("shape", [(300, 410), (100, 90), (128, 300), (257, 129)])
+def test_fast_refining_everywhere_runs_papers_windows_and_matches_it_exactly(shape):
+    image = np.random.default_rng(4).integers(0, 256, shape, dtype=np.uint8)
+    paper = sliding_window_probability(WindowContrast(), image, 128, 64, batch_size=5)
+    model = WindowContrast()  # every logit > -5, so every pixel is above a 0.001 threshold: all windows run
+    fast = refined_probability(model, image, np.ones(shape, bool), refine_threshold=0.001, batch_size=3)
+    n_windows = len(window_starts(shape[0], 128, 64)) * len(window_starts(shape[1], 128, 64))
+    assert fast.shape == paper.shape == (1, *shape)
+    assert sum(model.windows) == n_windows and np.array_equal(fast, paper)
+
+
+def test_fast_marks_only_what_paper_marks_and_is_exact_wherever_it_could_matter():
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 20, (700, 900), dtype=np.uint8)
+    for y, x in rng.integers(20, 680, (6, 2)):  # bright dots: the only places the model leans positive
+        image[y:y + 9, x:x + 9] = 255
     fov = np.zeros(image.shape, bool)
-    fov[100:400, 50:300] = True  # tile starts y 0,192,384,444 and x 0,192,384,576,644: 3 x 2 tiles touch it
-    model = CountingIdentity()
-    prob = tiled_probability(model, image, fov, tile=256, overlap=64, batch_size=3)
-    expected = 1 / (1 + np.exp(-((image / 255.0 - INPUT_MEAN) / INPUT_STD)))
-    assert prob.shape == (1, 700, 900)
-    assert np.abs(prob[0] - expected)[fov].max() < 1e-5  # Gaussian weights cancel for a pixelwise model
-    assert model.tiles == 6 and (prob[0][:, 448:] == 0).all()  # far from the FOV: no tile ran, probability 0
+    fov[30:670, 40:860] = True
+    paper = sliding_window_probability(WindowContrast(3.0, -3.0), image, 128, 64)[0]
+    model = WindowContrast(3.0, -3.0)
+    fast = refined_probability(model, image, fov, refine_threshold=0.15)[0]
+    n_windows = len(window_starts(700, 128, 64)) * len(window_starts(900, 128, 64))
+    assert sum(model.windows) < 0.6 * n_windows  # the overlaps ran only around the dots
+    at_risk = (fast >= 0.15) & fov
+    assert at_risk.sum() > 400 and np.array_equal(fast[at_risk], paper[at_risk])
+    assert ((paper >= 0.5) & fov).sum() > 0 and not ((fast >= 0.5) & ~(paper >= 0.5) & fov).any()
 
 
-def test_tiles_pad_images_smaller_than_a_tile():
-    image = np.random.default_rng(3).integers(0, 256, (100, 150), dtype=np.uint8)
-    prob = tiled_probability(Identity(), image, np.ones(image.shape, bool), tile=256, overlap=32)
-    expected = 1 / (1 + np.exp(-((image / 255.0 - INPUT_MEAN) / INPUT_STD)))
-    assert prob.shape == (1, 100, 150) and np.abs(prob[0] - expected).max() < 1e-5
+def test_fast_runs_no_window_without_fov_and_leaves_zeros_there():
+    image = np.full((700, 900), 200, np.uint8)
+    fov = np.zeros(image.shape, bool)
+    fov[100:400, 50:300] = True  # windows starting at y 0..384 and x 0..256 touch it: 7 x 5
+    model = WindowContrast(1.0, 5.0)  # every probability above the threshold: all 35 FOV windows run
+    fast = refined_probability(model, image, fov, refine_threshold=0.15)[0]
+    assert sum(model.windows) == 35 and (fast[:, 384:] == 0).all() and (fast[fov] > 0.99).all()
 
 
-def test_gaussian_weight_peaks_in_the_centre_and_stays_positive():
-    weight = gaussian_weight(64)
-    assert weight.shape == (64, 64) and weight.min() > 0 and weight[31, 31] == weight.max() == 1.0
-    with pytest.raises(ValueError, match="multiple of 32"):
-        tiled_probability(Identity(), np.zeros((64, 64), np.uint8), np.ones((64, 64), bool), tile=100)
+def test_covering_subset_tiles_every_axis_once_over():
+    for length in (128, 200, 256, 2848, 4288):
+        starts = window_starts(length, 128, 64)
+        covered = np.zeros(length, int)
+        for start in starts[covering_subset(len(starts), 2)]:
+            covered[start:start + 128] += 1
+        assert covered.min() == 1 and covered.max() <= 2
+
+
+def test_fast_refuses_settings_that_would_break_its_guarantee():
+    image, fov = np.zeros((64, 64), np.uint8), np.ones((64, 64), bool)
+    with pytest.raises(ValueError, match="divides the window"):
+        refined_probability(Identity(), image, fov, window=128, stride=48)
+    with pytest.raises(ValueError, match=r"\(0, 0.5\]"):
+        refined_probability(Identity(), image, fov, refine_threshold=0.6)
 
 
 def test_unet_shapes_and_checkpoint_roundtrip(tmp_path):
@@ -109,3 +141,17 @@ def test_nan_weights_and_code_running_pickles_are_refused(tmp_path):
     with pytest.raises(InputError, match="evil.pt: refused to load"):
         load_checkpoint(tmp_path / "evil.pt")
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("params_file", ["params.yaml", "results/idrid-ma/params.yaml"])
+def test_each_params_files_infer_section_runs_both_modes(params_file):
+    from micropatch.inference import predict_probability
+    from micropatch.io import load_params
+
+    params = load_params("infer", Path(__file__).parent.parent / params_file)
+    image = np.random.default_rng(6).integers(0, 256, (200, 260), dtype=np.uint8)
+    fov = np.ones(image.shape, bool)
+    paper = predict_probability(WindowContrast(), image, fov, params | {"mode": "paper"})
+    fast = predict_probability(WindowContrast(), image, fov, params | {"mode": "fast"})
+    at_risk = fast >= params["refine_threshold"]
+    assert at_risk.any() and np.array_equal(fast[at_risk], paper[at_risk])

@@ -1,15 +1,16 @@
-"""Full-image inference over the native image: `paper` (128/64 windows, mean blending) and `fast` (large tiles)."""
+"""Full-image inference over the native image: `paper` (128/64 windows, mean blending) and `fast` (the same
+windows, the overlapping ones computed only where a lesion is possible)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from .model import normalise
-from .patches import window_starts
+from .patches import window_starts, window_sums
 
 MODES = ("paper", "fast")
-DEFAULTS = {"mode": "paper", "window": 128, "stride": 64, "batch_size": 32, "tile": 512, "tile_overlap": 64,
-            "tile_batch_size": 2}  # params.yaml `infer`, for callers without one (micropatch predict)
+DEFAULTS = {"mode": "paper", "window": 128, "stride": 64, "batch_size": 32, "refine_threshold": 0.15}
+# params.yaml `infer`, for callers without one (micropatch predict)
 
 
 def sliding_window_probability(model: torch.nn.Module, image: np.ndarray, window: int = 128, stride: int = 64,
@@ -20,7 +21,7 @@ def sliding_window_probability(model: torch.nn.Module, image: np.ndarray, window
     if not 0 < stride <= window:
         raise ValueError(f"stride {stride} must be in 1..window ({window})")
     device = torch.device(device)
-    model = model.to(device).eval()
+    model = model.to(device, memory_format=torch.channels_last).eval()  # as its inputs: 1.5x faster
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
         batch = normalise(batch).contiguous(memory_format=torch.channels_last)
@@ -37,63 +38,89 @@ def sliding_window_probability(model: torch.nn.Module, image: np.ndarray, window
     return probability[0].float().numpy()
 
 
-def gaussian_weight(tile: int, sigma_fraction: float = 1 / 8) -> np.ndarray:
-    """float32 (tile, tile) Gaussian blending weights (nnU-Net's: sigma = tile / 8), floored to stay positive."""
-    axis = np.arange(tile, dtype=np.float64) - (tile - 1) / 2
-    g = np.exp(-(axis**2) / (2 * (sigma_fraction * tile) ** 2))
-    weight = np.outer(g, g)
-    return np.maximum(weight / weight.max(), 1e-3).astype(np.float32)
+def covering_subset(n_windows: int, step: int) -> np.ndarray:
+    """bool (n_windows,): every `step`-th window of one axis plus the last, which together cover the axis once."""
+    chosen = np.zeros(n_windows, bool)
+    chosen[::step] = True
+    chosen[-1] = True
+    return chosen
 
 
-def tiled_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarray, tile: int = 1024,
-                      overlap: int = 128, batch_size: int = 2, device: str | torch.device = "cpu") -> np.ndarray:
-    """Probability maps float32 (L, H, W) from large tiles with Gaussian blending, skipping tiles outside the FOV.
+def accumulate_windows(model: torch.nn.Module, image: np.ndarray, boxes: list[tuple[int, int]], window: int,
+                       batch_size: int, device: torch.device, total: np.ndarray | None = None,
+                       count: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Add the sigmoid maps of the windows starting at `boxes` (y, x px) of a uint8 (H, W) image to the sums.
 
-    image: uint8 (H, W); fov: bool (H, W). Pixels that only skipped tiles cover lie outside the FOV and get 0.
+    Returns (total float64 (L, H, W), count int32 (H, W)): float64 sums of float32 outputs, divided by the count
+    later, are paper's arithmetic (MONAI accumulates the same way).
     """
-    if tile % 32 or not 0 <= overlap < tile:
-        raise ValueError(f"tile {tile} must be a multiple of 32 (the U-Net's stride) and overlap in 0..tile-1")
-    device = torch.device(device)
-    model = model.to(device).eval()
-    height, width = image.shape
-    padded_h, padded_w = max(height, tile), max(width, tile)  # small images: pad to one tile
-    padded = np.zeros((padded_h, padded_w), np.uint8)
-    padded[:height, :width] = image
-    inside = np.zeros((padded_h, padded_w), bool)
-    inside[:height, :width] = fov
-    boxes = [(y, x) for y in window_starts(padded_h, tile, tile - overlap)
-             for x in window_starts(padded_w, tile, tile - overlap) if inside[y:y + tile, x:x + tile].any()]
-    weight = gaussian_weight(tile)
-    total, weights = None, np.zeros((padded_h, padded_w), np.float32)
     with torch.inference_mode():
-        for i in range(0, len(boxes), batch_size):
-            chunk = boxes[i:i + batch_size]
-            batch = torch.from_numpy(np.stack([padded[y:y + tile, x:x + tile] for y, x in chunk])[:, None])
+        for k in range(0, len(boxes), batch_size):
+            chunk = boxes[k:k + batch_size]
+            batch = torch.from_numpy(np.stack([image[y:y + window, x:x + window] for y, x in chunk])[:, None])
             batch = normalise(batch.to(device)).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, enabled=device.type == "cuda"):
                 probability = torch.sigmoid(model(batch).float()).cpu().numpy()
             if total is None:
-                total = np.zeros((probability.shape[1], padded_h, padded_w), np.float32)
-            for (y, x), tile_probability in zip(chunk, probability):
-                total[:, y:y + tile, x:x + tile] += tile_probability * weight
-                weights[y:y + tile, x:x + tile] += weight
+                total = np.zeros((probability.shape[1], *image.shape), np.float64)
+                count = np.zeros(image.shape, np.int32)
+            for (y, x), window_probability in zip(chunk, probability):
+                total[:, y:y + window, x:x + window] += window_probability
+                count[y:y + window, x:x + window] += 1
+    return total, count
+
+
+def refined_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarray, window: int = 128,
+                        stride: int = 64, refine_threshold: float = 0.15, batch_size: int = 32,
+                        device: str | torch.device = "cpu") -> np.ndarray:
+    """Probability maps float32 (L, H, W) from paper's windows, the overlapping ones run only near candidates.
+
+    image: uint8 (H, W); fov: bool (H, W). First the paper grid's windows that tile the image once and touch the
+    FOV; then, until nothing changes, every further paper window holding a FOV pixel whose current mean is at least
+    `refine_threshold`. A pixel at or above the threshold therefore has all its windows averaged, as in `paper`:
+    every pixel `fast` marks at 0.5 is one `paper` marks. Pixels no run window covers (outside the FOV) get 0.
+    """
+    if not 0 < stride <= window or window % stride:
+        raise ValueError(f"fast mode needs a stride ({stride}) that divides the window ({window})")
+    if not 0 < refine_threshold <= 0.5:
+        raise ValueError(f"refine_threshold {refine_threshold} must be in (0, 0.5]: above 0.5, marked pixels "
+                         "could miss windows")
+    device = torch.device(device)
+    model = model.to(device, memory_format=torch.channels_last).eval()  # as its inputs: 1.5x faster
+    height, width = image.shape
+    padded_h, padded_w = max(height, window), max(width, window)  # small images: zero-padded evenly, as MONAI does
+    top, left = (padded_h - height) // 2, (padded_w - width) // 2
+    padded = np.zeros((padded_h, padded_w), np.uint8)
+    padded[top:top + height, left:left + width] = image
+    inside = np.zeros((padded_h, padded_w), bool)
+    inside[top:top + height, left:left + width] = fov
+    ys, xs, fov_counts = window_sums(inside, window, stride)
+    todo = (fov_counts > 0) & np.outer(covering_subset(len(ys), window // stride),
+                                       covering_subset(len(xs), window // stride))
+    done = np.zeros_like(todo)
+    total = count = None
+    while todo.any():
+        boxes = [(ys[i], xs[j]) for i, j in zip(*np.nonzero(todo))]
+        total, count = accumulate_windows(model, padded, boxes, window, batch_size, device, total, count)
+        done |= todo
+        mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+        candidates = (mean >= refine_threshold).any(axis=0) & inside
+        todo = (window_sums(candidates, window, stride)[2] > 0) & ~done
     if total is None:  # no FOV at all: nothing to predict
-        n_out = model.segmentation_head[0].out_channels
-        return np.zeros((n_out, height, width), np.float32)
-    probability = np.divide(total, weights, out=np.zeros_like(total), where=weights > 0)
-    return probability[:, :height, :width]
+        return np.zeros((model.segmentation_head[0].out_channels, height, width), np.float32)
+    return mean[:, top:top + height, left:left + width].astype(np.float32)
 
 
 def predict_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarray, params: dict,
                         device: str | torch.device = "cpu") -> np.ndarray:
-    """(L, H, W) probabilities by params `infer` (mode paper: window/stride; mode fast: tile/tile_overlap)."""
+    """(L, H, W) probabilities by params `infer` (mode paper or fast; fast also reads refine_threshold)."""
     mode = params.get("mode", "paper")
     if mode == "paper":
         return sliding_window_probability(model, image, params["window"], params["stride"], params["batch_size"],
                                           device)
     if mode == "fast":
-        return tiled_probability(model, image, fov, params["tile"], params["tile_overlap"],
-                                 params["tile_batch_size"], device)
+        return refined_probability(model, image, fov, params["window"], params["stride"],
+                                   params["refine_threshold"], params["batch_size"], device)
     raise ValueError(f"infer.mode '{mode}': choose one of {MODES}")
 
 

@@ -5,6 +5,7 @@ import csv
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -25,8 +26,7 @@ def window_starts(length: int, size: int, stride: int) -> np.ndarray:
 
 def window_sums(mask: np.ndarray, size: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pixel counts of a bool (H, W) mask in every window: (ys, xs, counts (len(ys), len(xs)))."""
-    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
-    integral[1:, 1:] = mask.cumsum(0, dtype=np.int64).cumsum(1)
+    integral = cv2.integral(mask.astype(np.uint8))  # int32 (H+1, W+1), 20x faster than numpy's cumsum
     ys = window_starts(mask.shape[0], size, stride)
     xs = window_starts(mask.shape[1], size, stride)
     y0, x0 = ys[:, None], xs[None, :]
