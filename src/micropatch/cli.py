@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("images", nargs="+", type=Path)
     pr.add_argument("--model", required=True, type=Path, help="a micropatch checkpoint (model.safetensors)")
     pr.add_argument("--out", required=True, type=Path)
-    pr.add_argument("--mode", default="paper", choices=("paper", "fast"), help="paper: 128/64 windows; fast: the same, overlaps only near candidates")
+    pr.add_argument("--mode", default="paper", choices=("paper", "fast"),
+                    help="paper: 128/64 windows; fast: the same windows, overlaps only near candidates")
     pr.add_argument("--threshold", type=float, default=0.5)
     pr.set_defaults(func=cmd_predict)
     rd = sub.add_parser("readme", help="regenerate README.md's results block from metrics/")
