@@ -1,13 +1,13 @@
 """Full-image inference: `paper` (128/64 windows, mean blending) vs `fast` (the same windows, overlaps only near
-candidates, none outside the FOV).
+candidates, none outside the FOV), each in fp32 and int8 (infer.precision: a quantized copy of the model).
 
 Speed: one 4288x2848 frame (real IDRiD_03 when $MICROPATCH_IDRID is set, else a synthetic frame of that size),
 each mode in a fresh process (so its peak RSS is its own), median of --repeats runs, with a trained --model:
 fast's work depends on what the model finds (default: the real record's model, else the default pipeline's).
 Also times, through fast's own loop, one pass of the network over the frame (non-overlapping 128 windows: the
 floor) and all of paper's windows (what fast gains from running fewer windows, apart from leaving MONAI out).
-Agreement (--preprocessed DIR --manifest CSV): pooled Dice at 0.5 of both modes over the manifest's val images;
---paper-predictions DIR reuses the pipeline's paper maps instead of recomputing them.
+Agreement (--preprocessed DIR --manifest CSV): pooled Dice at 0.5 of paper and of fast (fp32, int8) over the
+manifest's val images; --paper-predictions DIR reuses the pipeline's paper maps instead of recomputing them.
 Prints a line per measurement and, last, one JSON object.  --quick: a 1024x680 frame, one repeat.
 """
 import argparse
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from micropatch import inference
 from micropatch.inference import DEFAULTS, accumulate_windows, predict_probability, to_uint8
 from micropatch.io import read_fundus, read_png
 from micropatch.model import load_checkpoint
@@ -30,7 +31,9 @@ from micropatch.patches import window_starts
 from micropatch.preprocessing import fov_mask, green_clahe
 
 ROOT = Path(__file__).resolve().parent.parent
-WINDOW_LOOPS = {"one_pass": 128, "paper_windows_loop": 64}  # mode -> stride of windows_through_loop
+VARIANTS = {"paper": {"mode": "paper"}, "paper_int8": {"mode": "paper", "precision": "int8"},
+            "fast": {"mode": "fast"}, "fast_int8": {"mode": "fast", "precision": "int8"}}  # name -> infer params
+WINDOW_LOOPS = {"one_pass": 128, "paper_windows_loop": 64}  # name -> stride of windows_through_loop
 TRAINED = (ROOT / "results/idrid-ma/data/model/model.safetensors", ROOT / "data/model/model.safetensors")
 
 
@@ -67,20 +70,35 @@ def windows_through_loop(model: torch.nn.Module, image: np.ndarray, stride: int,
     accumulate_windows(model, image, boxes, 128, batch_size, torch.device("cpu"))
 
 
-def child(mode: str, repeats: int, quick: bool, checkpoint: str, infer_params: dict) -> None:
-    """Time one mode on the frame; print {"seconds": [...], "windows": N, "peak_rss_mb": ...}."""
+def hooked(quantize, hook):
+    """int8_copy that hooks each quantized copy it makes (they are new modules: the float model's hook is not on
+    them)."""
+    def quantize_and_hook(*args):
+        quantized = quantize(*args)
+        quantized.register_forward_pre_hook(hook)
+        return quantized
+    return quantize_and_hook
+
+
+def child(name: str, repeats: int, quick: bool, checkpoint: str, infer_params: dict) -> None:
+    """Time one variant on the frame; print {"seconds": [...], "windows": N, "peak_rss_mb": ...}."""
     image, fov, _ = frame(quick)
     model = load_checkpoint(checkpoint)[0].eval().to(memory_format=torch.channels_last)
     windows = []
-    model.register_forward_pre_hook(lambda module, args: windows.append(len(args[0])))
+
+    def count_windows(module, args):
+        windows.append(len(args[0]))
+
+    model.register_forward_pre_hook(count_windows)
+    inference.int8_copy = hooked(inference.int8_copy, count_windows)  # calibration runs before the hook is on
     seconds = []
     for _ in range(repeats):
         windows.clear()
         started = time.perf_counter()
-        if mode in WINDOW_LOOPS:
-            windows_through_loop(model, image, WINDOW_LOOPS[mode], infer_params["batch_size"])
+        if name in WINDOW_LOOPS:
+            windows_through_loop(model, image, WINDOW_LOOPS[name], infer_params["batch_size"])
         else:
-            predict_probability(model, image, fov, infer_params | {"mode": mode})
+            predict_probability(model, image, fov, infer_params | VARIANTS[name])
         seconds.append(time.perf_counter() - started)
     print(json.dumps({"seconds": seconds, "windows": sum(windows),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -98,14 +116,16 @@ def pooled_dice(pairs) -> float:
 
 
 def agreement(args, infer_params: dict) -> dict:
-    """Pooled Dice of paper and fast maps over the manifest's val images, and the share of pixels that differ."""
+    """Pooled Dice of paper and fast (fp32, int8) maps over the manifest's val images, and the share of FOV pixels
+    whose mask differs from paper's."""
     from tqdm import tqdm
 
     from micropatch.split import read_manifest
 
     model = load_checkpoint(args.model)[0]
     rows = [r for r in read_manifest(args.manifest) if r["split"] == "val"]
-    paper, fast, differing, fov_pixels = [], [], 0, 0
+    compared = ("fast", "fast_int8")
+    paper, maps, differing, fov_pixels = [], {name: [] for name in compared}, dict.fromkeys(compared, 0), 0
     for row in tqdm(rows, desc="agreement", unit="img"):
         folder = Path(args.preprocessed) / row["dataset"]
         image = read_png(folder / f"{row['image_id']}.png")
@@ -115,16 +135,21 @@ def agreement(args, infer_params: dict) -> dict:
             paper_map = read_png(Path(args.paper_predictions) / f"{row['image_id']}_MA.png")
         else:
             paper_map = to_uint8(predict_probability(model, image, fov, DEFAULTS | {"mode": "paper"})[0])
-        fast_map = to_uint8(predict_probability(model, image, fov, infer_params | {"mode": "fast"})[0])
         paper.append((paper_map, truth, fov))
-        fast.append((fast_map, truth, fov))
-        differing += int((((paper_map >= 128) != (fast_map >= 128)) & fov).sum())
         fov_pixels += int(fov.sum())
-    dice_paper, dice_fast = pooled_dice(paper), pooled_dice(fast)
-    print(f"agreement on {len(rows)} val images: Dice paper {dice_paper:.4f}, fast {dice_fast:.4f}, "
-          f"masks differ on {100 * differing / fov_pixels:.3f} % of FOV pixels")
-    return {"val_images": len(rows), "dice_paper": dice_paper, "dice_fast": dice_fast,
-            "dice_delta": dice_fast - dice_paper, "mask_pixels_differing_pct": 100 * differing / fov_pixels}
+        for name in compared:
+            fast_map = to_uint8(predict_probability(model, image, fov, infer_params | VARIANTS[name])[0])
+            maps[name].append((fast_map, truth, fov))
+            differing[name] += int((((paper_map >= 128) != (fast_map >= 128)) & fov).sum())
+    results = {"val_images": len(rows), "dice_paper": pooled_dice(paper)}
+    for name, suffix in zip(compared, ("", "_int8")):
+        results[f"dice_{name}"] = pooled_dice(maps[name])
+        results[f"dice_delta{suffix}"] = results[f"dice_{name}"] - results["dice_paper"]
+        results[f"mask_pixels_differing_pct{suffix}"] = 100 * differing[name] / fov_pixels
+        print(f"agreement on {len(rows)} val images: Dice paper {results['dice_paper']:.5f}, {name} "
+              f"{results[f'dice_{name}']:.5f}, masks differ on {results[f'mask_pixels_differing_pct{suffix}']:.4f} "
+              "% of FOV pixels")
+    return results
 
 
 def main() -> None:
@@ -146,16 +171,18 @@ def main() -> None:
     _, fov, name = frame(args.quick)
     results = {"frame": name, "fov_fraction": round(float(fov.mean()), 3), "threads": torch.get_num_threads(),
                "device": "cpu", "repeats": repeats, "model": args.model, "refine_threshold": args.refine_threshold}
-    for mode in ("paper", "paper_windows_loop", "fast", "one_pass"):
-        command = [sys.executable, __file__, "--child", mode] + (["--quick"] if args.quick else []) + \
+    for name in ("paper", "paper_windows_loop", "fast", "one_pass", "paper_int8", "fast_int8"):
+        command = [sys.executable, __file__, "--child", name] + (["--quick"] if args.quick else []) + \
                   ["--repeats", str(repeats), "--model", args.model, "--refine-threshold", str(args.refine_threshold)]
         out = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
-        results[f"{mode}_s"] = statistics.median(out["seconds"])
-        results[f"{mode}_peak_rss_mb"] = round(out["peak_rss_mb"])
-        results[f"{mode}_windows"] = out["windows"]
-        print(f"{mode}: median {results[f'{mode}_s']:.1f} s of {out['seconds']}, {out['windows']} windows, "
+        results[f"{name}_s"] = statistics.median(out["seconds"])
+        results[f"{name}_peak_rss_mb"] = round(out["peak_rss_mb"])
+        results[f"{name}_windows"] = out["windows"]
+        print(f"{name}: median {results[f'{name}_s']:.1f} s of {out['seconds']}, {out['windows']} windows, "
               f"peak RSS {out['peak_rss_mb']:.0f} MB", flush=True)
     results["speedup"] = results["paper_s"] / results["fast_s"]
+    results["speedup_int8"] = results["paper_s"] / results["fast_int8_s"]
+    results["int8_engine_speedup"] = results["paper_s"] / results["paper_int8_s"]  # same windows, int8 network
     results["fast_vs_one_pass"] = results["fast_s"] / results["one_pass_s"]
     results["fast_window_share"] = results["fast_windows"] / results["paper_windows"]
     if args.preprocessed and args.manifest:

@@ -1,7 +1,8 @@
 """Stage infer@DOMAIN: probability maps (uint8 PNG, p = v/255) for every image of one test domain.
 
 infer.mode `paper` slides 128/64 windows with mean blending (the method); `fast` runs the same windows, the
-overlapping ones only near candidates and none outside the field of view (benchmarks/infer.py measures both).
+overlapping ones only near candidates and none outside the field of view; infer.precision int8 runs either through
+a quantized copy of the model on the CPU (benchmarks/infer.py measures all of them).
 """
 import logging
 import sys
@@ -34,7 +35,7 @@ def main(domain: str) -> None:
             write_png(out / f"{row['image_id']}_{lesion}.png", to_uint8(channel))
     write_json(out / "domain.json", {"domain": domain, **spec,
                                      "lesions": config["lesions"], "image_ids": [r["image_id"] for r in rows]})
-    logging.info("infer %s: %d images (%s mode)", domain, len(rows), params["mode"])
+    logging.info("infer %s: %d images (%s mode, %s)", domain, len(rows), params["mode"], params["precision"])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from micropatch.inference import covering_subset, refined_probability, sliding_window_probability
+from micropatch.inference import (DEFAULTS, calibration_batch, covering_subset, int8_copy, predict_probability,
+                                  refined_probability, sliding_window_probability)
 from micropatch.io import InputError
 from micropatch.model import INPUT_MEAN, INPUT_STD, build_model, load_checkpoint, save_checkpoint
 from micropatch.patches import window_starts
@@ -99,6 +100,84 @@ def test_fast_refuses_settings_that_would_break_its_guarantee():
         refined_probability(Identity(), image, fov, window=128, stride=48)
     with pytest.raises(ValueError, match=r"\(0, 0.5\]"):
         refined_probability(Identity(), image, fov, refine_threshold=0.6)
+
+
+def dotted_image(seed: int, shape=(300, 380)) -> np.ndarray:
+    """uint8 (H, W): dim noise with a few bright 6 px dots."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(40, 90, shape, dtype=np.uint8)
+    for y, x in rng.integers(10, min(shape) - 10, (8, 2)):
+        image[y:y + 6, x:x + 6] = 230
+    return image
+
+
+def small_convnet() -> torch.nn.Module:
+    """A well-conditioned conv-BN-ReLU net with a 1-map head: int8 should track its float output closely."""
+    torch.manual_seed(3)
+    layers = [torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+              torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+              torch.nn.Conv2d(16, 1, 3, padding=1)]
+    with torch.no_grad():
+        layers[-1].weight *= 20  # logits of a few units, so sigmoid maps spread over (0, 1) as a trained model's do
+    return torch.nn.Sequential(*layers).eval()
+
+
+def test_int8_copy_tracks_the_float_model_when_calibrated_on_the_same_images():
+    model = small_convnet()
+    image = dotted_image(7)
+    windows = calibration_batch(image, np.ones(image.shape, bool), 128, 64, 32)
+    quantized = int8_copy(model, windows[:8])
+    with torch.no_grad():
+        exact, approximate = torch.sigmoid(model(windows)), torch.sigmoid(quantized(windows))
+    assert any(isinstance(m, torch.ao.nn.quantized.Conv2d) for m in quantized.modules())
+    assert (exact - approximate).abs().mean() < 0.02 and (exact - approximate).abs().max() < 0.1
+    # ranges seen on a tenth of the contrast clip the real activations: the calibration is what makes it accurate
+    narrow = int8_copy(model, windows[:8] * 0.1)
+    with torch.no_grad():
+        assert (exact - torch.sigmoid(narrow(windows))).abs().mean() > 0.1
+
+
+def test_int8_unet_keeps_stem_and_head_float_and_leaves_the_model_untouched():
+    model = build_model(1).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    image = dotted_image(8)
+    quantized = int8_copy(model, calibration_batch(image, np.ones(image.shape, bool), 128, 64, 4))
+    int8 = [name for name, m in quantized.named_modules() if isinstance(m, torch.ao.nn.quantized.Conv2d)]
+    assert len(int8) > 60 and not [n for n in int8 if n.startswith(("encoder.conv1", "segmentation_head"))]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("mode", ["paper", "fast"])
+def test_int8_maps_depend_only_on_their_own_image(mode):
+    model = build_model(1).eval()
+    first, second = dotted_image(9, (200, 260)), dotted_image(10, (150, 300))
+    params = DEFAULTS | {"mode": mode, "precision": "int8", "refine_threshold": 0.001}
+    alone = predict_probability(model, first, np.ones(first.shape, bool), params)
+    predict_probability(model, second, np.ones(second.shape, bool), params)
+    again = predict_probability(model, first, np.ones(first.shape, bool), params)
+    assert alone.shape == (1, 200, 260) and np.array_equal(alone, again)
+    float_maps = predict_probability(model, first, np.ones(first.shape, bool), params | {"precision": "fp32"})
+    assert not np.array_equal(alone, float_maps)  # int8 did run
+
+
+def test_calibration_windows_are_spread_over_the_fov_first_pass():
+    image = np.arange(700 * 900, dtype=np.int64).reshape(700, 900).astype(np.uint8)
+    fov = np.zeros(image.shape, bool)
+    fov[200:500, 300:700] = True
+    batch = calibration_batch(image, fov, 128, 64, 5)
+    assert batch.shape == (5, 1, 128, 128) and batch.dtype == torch.float32
+    assert calibration_batch(image, fov, 128, 64, 500).shape[0] == 3 * 4  # never more than the first pass has
+    assert calibration_batch(image, np.zeros_like(fov), 128, 64, 3).shape[0] == 3  # no FOV: still calibrates
+
+
+def test_precision_and_mode_are_checked_before_any_work():
+    image, fov = np.zeros((64, 64), np.uint8), np.ones((64, 64), bool)
+    with pytest.raises(ValueError, match="infer.precision 'fp16'"):
+        predict_probability(Identity(), image, fov, DEFAULTS | {"precision": "fp16"})
+    with pytest.raises(ValueError, match="CPU only"):
+        predict_probability(Identity(), image, fov, DEFAULTS | {"precision": "int8"}, device="cuda")
+    with pytest.raises(ValueError, match="infer.mode 'tiles'"):
+        predict_probability(Identity(), image, fov, DEFAULTS | {"mode": "tiles", "precision": "int8"})
 
 
 def test_unet_shapes_and_checkpoint_roundtrip(tmp_path):

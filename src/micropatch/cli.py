@@ -130,7 +130,7 @@ def cmd_predict(args) -> int:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, config = load_checkpoint(args.model, device)
-    params = DEFAULTS | {"mode": args.mode}
+    params = DEFAULTS | {"mode": args.mode, "precision": args.precision}
     failed = 0
     for image in tqdm(args.images, desc="predict", unit="img"):
         try:
@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--out", required=True, type=Path)
     pr.add_argument("--mode", default="paper", choices=("paper", "fast"),
                     help="paper: 128/64 windows; fast: the same windows, overlaps only near candidates")
+    pr.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
+                    help="int8 (CPU only): a quantized copy of the model calibrated on each image, ~3.5x faster")
     pr.add_argument("--threshold", type=float, default=0.5)
     pr.set_defaults(func=cmd_predict)
     rd = sub.add_parser("readme", help="regenerate README.md's results block from metrics/")

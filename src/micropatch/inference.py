@@ -1,15 +1,20 @@
 """Full-image inference over the native image: `paper` (128/64 windows, mean blending) and `fast` (the same
-windows, the overlapping ones computed only where a lesion is possible)."""
+windows, the overlapping ones computed only where a lesion is possible), each in fp32 or, on the CPU, int8."""
 from __future__ import annotations
+
+import copy
+import warnings
 
 import numpy as np
 import torch
 
 from .model import normalise
-from .patches import window_starts, window_sums
+from .patches import window_sums
 
 MODES = ("paper", "fast")
-DEFAULTS = {"mode": "paper", "window": 128, "stride": 64, "batch_size": 32, "refine_threshold": 0.15}
+PRECISIONS = ("fp32", "int8")
+DEFAULTS = {"mode": "paper", "precision": "fp32", "window": 128, "stride": 64, "batch_size": 32,
+            "refine_threshold": 0.15, "calibration_windows": 32}
 # params.yaml `infer`, for callers without one (micropatch predict)
 
 
@@ -38,12 +43,68 @@ def sliding_window_probability(model: torch.nn.Module, image: np.ndarray, window
     return probability[0].float().numpy()
 
 
+def int8_copy(model: torch.nn.Module, calibration: torch.Tensor) -> torch.nn.Module:
+    """Post-training int8 copy of a float U-Net for x86 CPUs; calibration: normalised float32 (N, 1, h, w) input.
+
+    FX graph-mode quantization with x86 kernels: per-channel int8 weights, activation ranges from histograms of the
+    calibration windows. The stem conv and the segmentation head stay float32: they hold few of the FLOPs, and the
+    1-channel input and the logits are where 8 bits flip the most thresholded pixels. torch.ao.quantization is
+    deprecated upstream (its successor, pt2e, is fast only under torch.compile); the pinned torch ships it.
+    """
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    if "x86" not in torch.backends.quantized.supported_engines:
+        raise RuntimeError(f"int8 inference needs torch's x86 quantized engine; this build has "
+                           f"{torch.backends.quantized.supported_engines}: use infer.precision fp32")
+    torch.backends.quantized.engine = "x86"
+    qconfig = (get_default_qconfig_mapping("x86").set_module_name("encoder.conv1", None)
+               .set_module_name("segmentation_head", None))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(deprecated|reduce_range).*")
+        observed = prepare_fx(copy.deepcopy(model).cpu().eval(), qconfig, (calibration[:1],))
+        with torch.no_grad():
+            observed(calibration)
+        return convert_fx(observed)
+
+
 def covering_subset(n_windows: int, step: int) -> np.ndarray:
     """bool (n_windows,): every `step`-th window of one axis plus the last, which together cover the axis once."""
     chosen = np.zeros(n_windows, bool)
     chosen[::step] = True
     chosen[-1] = True
     return chosen
+
+
+def pad_to_window(image: np.ndarray, fov: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(image, fov) zero-padded evenly to at least window x window, as MONAI pads; returns them and (top, left)."""
+    height, width = image.shape
+    padded_h, padded_w = max(height, window), max(width, window)
+    top, left = (padded_h - height) // 2, (padded_w - width) // 2
+    padded = np.zeros((padded_h, padded_w), np.uint8)
+    padded[top:top + height, left:left + width] = image
+    inside = np.zeros((padded_h, padded_w), bool)
+    inside[top:top + height, left:left + width] = fov
+    return padded, inside, top, left
+
+
+def first_pass(inside: np.ndarray, window: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ys, xs, bool (len(ys), len(xs))): the grid windows that tile a padded frame once and touch its FOV."""
+    ys, xs, fov_counts = window_sums(inside, window, stride)
+    step = max(1, window // stride)
+    return ys, xs, (fov_counts > 0) & np.outer(covering_subset(len(ys), step), covering_subset(len(xs), step))
+
+
+def calibration_batch(image: np.ndarray, fov: np.ndarray, window: int, stride: int, n_windows: int) -> torch.Tensor:
+    """Normalised float32 (<= n_windows, 1, window, window): first-pass windows spread evenly in raster order."""
+    padded, inside, _, _ = pad_to_window(image, fov, window)
+    ys, xs, chosen = first_pass(inside, window, stride)
+    if not chosen.any():  # no FOV: any windows will do, none of them is blended into a lesion map
+        chosen = np.outer(covering_subset(len(ys), 1), covering_subset(len(xs), 1))
+    boxes = [(ys[i], xs[j]) for i, j in zip(*np.nonzero(chosen))]
+    picks = np.unique(np.linspace(0, len(boxes) - 1, n_windows).round().astype(int))
+    windows = np.stack([padded[boxes[k][0]:boxes[k][0] + window, boxes[k][1]:boxes[k][1] + window] for k in picks])
+    return normalise(torch.from_numpy(windows)[:, None])
 
 
 def accumulate_windows(model: torch.nn.Module, image: np.ndarray, boxes: list[tuple[int, int]], window: int,
@@ -88,15 +149,8 @@ def refined_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarr
     device = torch.device(device)
     model = model.to(device, memory_format=torch.channels_last).eval()  # as its inputs: 1.5x faster
     height, width = image.shape
-    padded_h, padded_w = max(height, window), max(width, window)  # small images: zero-padded evenly, as MONAI does
-    top, left = (padded_h - height) // 2, (padded_w - width) // 2
-    padded = np.zeros((padded_h, padded_w), np.uint8)
-    padded[top:top + height, left:left + width] = image
-    inside = np.zeros((padded_h, padded_w), bool)
-    inside[top:top + height, left:left + width] = fov
-    ys, xs, fov_counts = window_sums(inside, window, stride)
-    todo = (fov_counts > 0) & np.outer(covering_subset(len(ys), window // stride),
-                                       covering_subset(len(xs), window // stride))
+    padded, inside, top, left = pad_to_window(image, fov, window)
+    ys, xs, todo = first_pass(inside, window, stride)
     done = np.zeros_like(todo)
     total = count = None
     while todo.any():
@@ -106,22 +160,33 @@ def refined_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarr
         mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
         candidates = (mean >= refine_threshold).any(axis=0) & inside
         todo = (window_sums(candidates, window, stride)[2] > 0) & ~done
-    if total is None:  # no FOV at all: nothing to predict
-        return np.zeros((model.segmentation_head[0].out_channels, height, width), np.float32)
+    if total is None:  # no FOV at all: nothing to predict; one window only tells how many lesion maps to return
+        total, _ = accumulate_windows(model, padded, [(0, 0)], window, 1, device)
+        return np.zeros((total.shape[0], height, width), np.float32)
     return mean[:, top:top + height, left:left + width].astype(np.float32)
 
 
 def predict_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarray, params: dict,
                         device: str | torch.device = "cpu") -> np.ndarray:
-    """(L, H, W) probabilities by params `infer` (mode paper or fast; fast also reads refine_threshold)."""
-    mode = params.get("mode", "paper")
+    """(L, H, W) probabilities by params `infer`: mode paper or fast (which reads refine_threshold), precision fp32
+    or int8 (CPU only: a copy of the model quantized with ranges from calibration_windows of this image's own
+    first-pass windows, so an image's maps never depend on which images came before it)."""
+    mode, precision = params.get("mode", "paper"), params.get("precision", "fp32")
+    if mode not in MODES:
+        raise ValueError(f"infer.mode '{mode}': choose one of {MODES}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"infer.precision '{precision}': choose one of {PRECISIONS}")
+    if precision == "int8":
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"infer.precision int8 runs on the CPU only, not on {device}: use fp32 there "
+                             "(autocast to fp16 applies on CUDA)")
+        model = int8_copy(model, calibration_batch(image, fov, params["window"], params["stride"],
+                                                   params["calibration_windows"]))
     if mode == "paper":
         return sliding_window_probability(model, image, params["window"], params["stride"], params["batch_size"],
                                           device)
-    if mode == "fast":
-        return refined_probability(model, image, fov, params["window"], params["stride"],
-                                   params["refine_threshold"], params["batch_size"], device)
-    raise ValueError(f"infer.mode '{mode}': choose one of {MODES}")
+    return refined_probability(model, image, fov, params["window"], params["stride"], params["refine_threshold"],
+                               params["batch_size"], device)
 
 
 def to_uint8(probability: np.ndarray) -> np.ndarray:
