@@ -31,10 +31,10 @@ def photos(synthetic_idrid, tmp_path_factory) -> dict[str, Path]:
     return {"jpeg": jpeg, "png": folder / "eye_png.png", "tiff": folder / "eye_tif.tif"}
 
 
-@pytest.mark.parametrize("mode", ["paper", "fast"])
-def test_predict_writes_four_consistent_outputs(checkpoint, photos, tmp_path, mode, capsys):
+@pytest.mark.parametrize("mode, precision", [("paper", "fp32"), ("fast", "fp32"), ("fast", "int8")])
+def test_predict_writes_four_consistent_outputs(checkpoint, photos, tmp_path, mode, precision, capsys):
     assert cli(["predict", str(photos["jpeg"]), "--model", str(checkpoint), "--out", str(tmp_path),
-                "--mode", mode]) == 0
+                "--mode", mode, "--precision", precision]) == 0
     probability = cv2.imread(str(tmp_path / "IDRiD_01_MA_probability.png"), cv2.IMREAD_UNCHANGED)
     mask = cv2.imread(str(tmp_path / "IDRiD_01_MA_mask.png"), cv2.IMREAD_UNCHANGED) > 0
     overlay = cv2.imread(str(tmp_path / "IDRiD_01_overlay.png"))
