@@ -100,7 +100,7 @@ def calibration_batch(image: np.ndarray, fov: np.ndarray, window: int, stride: i
     padded, inside, _, _ = pad_to_window(image, fov, window)
     ys, xs, chosen = first_pass(inside, window, stride)
     if not chosen.any():  # no FOV: any windows will do, none of them is blended into a lesion map
-        chosen = np.outer(covering_subset(len(ys), 1), covering_subset(len(xs), 1))
+        chosen = np.ones((len(ys), len(xs)), bool)
     boxes = [(ys[i], xs[j]) for i, j in zip(*np.nonzero(chosen))]
     picks = np.unique(np.linspace(0, len(boxes) - 1, n_windows).round().astype(int))
     windows = np.stack([padded[boxes[k][0]:boxes[k][0] + window, boxes[k][1]:boxes[k][1] + window] for k in picks])
