@@ -171,14 +171,14 @@ def main() -> None:
     _, fov, name = frame(args.quick)
     results = {"frame": name, "fov_fraction": round(float(fov.mean()), 3), "threads": torch.get_num_threads(),
                "device": "cpu", "repeats": repeats, "model": args.model, "refine_threshold": args.refine_threshold}
-    for name in ("paper", "paper_windows_loop", "fast", "one_pass", "paper_int8", "fast_int8"):
-        command = [sys.executable, __file__, "--child", name] + (["--quick"] if args.quick else []) + \
+    for variant in (*VARIANTS, *WINDOW_LOOPS):  # the frame's `name` is already in results
+        command = [sys.executable, __file__, "--child", variant] + (["--quick"] if args.quick else []) + \
                   ["--repeats", str(repeats), "--model", args.model, "--refine-threshold", str(args.refine_threshold)]
         out = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
-        results[f"{name}_s"] = statistics.median(out["seconds"])
-        results[f"{name}_peak_rss_mb"] = round(out["peak_rss_mb"])
-        results[f"{name}_windows"] = out["windows"]
-        print(f"{name}: median {results[f'{name}_s']:.1f} s of {out['seconds']}, {out['windows']} windows, "
+        results[f"{variant}_s"] = statistics.median(out["seconds"])
+        results[f"{variant}_peak_rss_mb"] = round(out["peak_rss_mb"])
+        results[f"{variant}_windows"] = out["windows"]
+        print(f"{variant}: median {results[f'{variant}_s']:.1f} s of {out['seconds']}, {out['windows']} windows, "
               f"peak RSS {out['peak_rss_mb']:.0f} MB", flush=True)
     results["speedup"] = results["paper_s"] / results["fast_s"]
     results["speedup_int8"] = results["paper_s"] / results["fast_int8_s"]
