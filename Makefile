@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # the stages' `python` and `dvc` are the venv's
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install data run test clean
+.PHONY: install data synth run test clean
 
 install: $(STAMP)
 
@@ -17,16 +17,19 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e ".[test]"
 	touch $(STAMP)
 
-# Regenerate the pinned raw inputs (deterministic), hash and cache them, and prove they are the bytes data.dvc pins.
+# Restore the pinned raw inputs (data/sources, hashes in data.dvc) from the copy shipped in git (data/store, a DVC
+# remote folder): the same bytes on every machine, offline. The generator is not rerun: its JPEG bytes depend on
+# OpenCV's CPU dispatch (README, "Same bytes on every machine").
 data: install
-	$(BIN)/micropatch synth --out data/sources/synthetic
-	@cp data.dvc .dvc/tmp-data.dvc.pinned
-	@$(BIN)/dvc commit --force --quiet data.dvc
-	@if cmp -s data.dvc .dvc/tmp-data.dvc.pinned; then rm .dvc/tmp-data.dvc.pinned; else \
-	  mv .dvc/tmp-data.dvc.pinned data.dvc; \
-	  echo "data/sources differs from the content hashes pinned in data.dvc (the generator no longer reproduces them)."; \
-	  echo "if you changed the generator or its params on purpose, re-pin with: $(BIN)/dvc commit --force data.dvc"; \
-	  exit 1; fi
+	$(BIN)/dvc pull --remote embedded data.dvc
+	@$(BIN)/dvc status --quiet data.dvc || { echo "data/sources differs from the hashes pinned in data.dvc: move your \
+	changes aside, or re-pin them on purpose with: $(BIN)/dvc commit --force data.dvc"; exit 1; }
+
+# Regenerate the default's raw inputs with the generator (params.yaml: synthetic), re-pin and re-ship them.
+synth: install
+	$(BIN)/micropatch synth --out data/sources
+	$(BIN)/dvc commit --force --quiet data.dvc
+	$(BIN)/dvc push --quiet --remote embedded data.dvc
 
 run: data
 	$(BIN)/dvc repro

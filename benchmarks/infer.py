@@ -25,7 +25,7 @@ import torch
 
 from micropatch import inference
 from micropatch.inference import DEFAULTS, accumulate_windows, predict_probability, to_uint8
-from micropatch.io import read_fundus, read_png
+from micropatch.fileio import read_fundus, read_png
 from micropatch.model import load_checkpoint
 from micropatch.patches import window_starts
 from micropatch.preprocessing import fov_mask, green_clahe

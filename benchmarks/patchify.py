@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from micropatch.io import load_params
+from micropatch.fileio import load_params
 from micropatch.patches import build_patch_set, write_patch_set
 from micropatch.split import read_manifest
 

@@ -33,7 +33,7 @@ def make_images(folder: Path, n: int, shape: tuple[int, int]) -> None:
 def child(folder: str, n: int) -> None:
     """Score the first n images; print peak RSS (MB) and seconds."""
     from micropatch.evaluation import score_images
-    from micropatch.io import read_mask, read_png
+    from micropatch.fileio import read_mask, read_png
 
     def items():
         for i in range(n):

@@ -1,8 +1,9 @@
 """Training throughput: patches/s at batch 16 and how much of a step is spent waiting for data.
 
-Runs the training step of micropatch.training (the loader with its augmentation, channels_last, Dice + Focal,
-AdamW; AMP on CUDA) on a patch set: the real-IDRiD record's when present, else a synthetic one written to a temp
-folder. Data time = waiting for the next batch; compute time = forward, backward and optimizer step.
+Runs micropatch.training.train_step itself (channels_last, Dice + Focal, AdamW; AMP on CUDA) behind the
+training loader and its augmentation, on a patch set: the real-IDRiD record's when present, else a synthetic one
+written to a temp folder, in the compute mode given (--compute; params.yaml's by default). Data time = waiting
+for the next batch; compute time = forward, backward and optimizer step.
 Prints a line and, last, one JSON object.  --quick: 8 timed steps.
 """
 import argparse
@@ -14,13 +15,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
-from micropatch.model import build_model, normalise
+from micropatch import compute
+from micropatch.fileio import load_params
 from micropatch.patches import write_patch_set
-from micropatch.training import PatchDataset, TrainConfig, make_loss
 
+REPO = Path(__file__).resolve().parents[1]
 RECORD_PATCHES = Path(__file__).resolve().parents[1] / "results" / "idrid-ma" / "data" / "patches" / "train"
 
 
@@ -39,7 +39,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--patches", type=Path, default=RECORD_PATCHES)
+    parser.add_argument("--compute", choices=compute.MODES, default=load_params("compute", REPO / "params.yaml")["mode"])
     args = parser.parse_args()
+    settings = compute.configure(args.compute)  # before torch is imported
+    import torch
+    from torch.utils.data import DataLoader
+
+    from micropatch.model import build_model
+    from micropatch.training import PatchDataset, TrainConfig, make_loss, train_step
+
     steps, warmup = (8, 2) if args.quick else (args.steps, 3)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,31 +57,26 @@ def main() -> None:
                             pin_memory=device.type == "cuda", drop_last=True,
                             generator=torch.Generator().manual_seed(0))
         torch.manual_seed(0)
-        model = build_model(1).to(device).to(memory_format=torch.channels_last).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+        cfg = TrainConfig.from_params(REPO / "params.yaml")
+        model = build_model(1, cfg.encoder, None, cfg.attention).to(device).to(memory_format=torch.channels_last)
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
-        loss_fn = make_loss(1, TrainConfig())
+        loss_fn = make_loss(1, cfg)
         data_s, compute_s = [], []
         batches = iter(loader)
         for step in range(warmup + steps):
             started = time.perf_counter()
             images, masks = next(batches)
-            images = normalise(images.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-            masks = masks.to(device, non_blocking=True)
             loaded = time.perf_counter()
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
-                loss = loss_fn(model(images).float(), masks)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            train_step(model, optimizer, scaler, loss_fn, images, masks, device)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if step >= warmup:
                 data_s.append(loaded - started)
                 compute_s.append(time.perf_counter() - loaded)
     step_s = statistics.median(d + c for d, c in zip(data_s, compute_s))
-    results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+    results = {"compute": settings["mode"], "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
                "patch_set": "real IDRiD record" if patches == args.patches else "synthetic", "batch_size": args.batch_size,
                "workers": args.workers, "steps": steps, "patches_per_s": args.batch_size / step_s,
                "median_step_s": step_s, "median_data_s": statistics.median(data_s),

@@ -1,42 +1,52 @@
 """Stage infer@DOMAIN: probability maps (uint8 PNG, p = v/255) for every image of one test domain.
 
-infer.mode `paper` slides 128/64 windows with mean blending (the method); `fast` runs the same windows, the
-overlapping ones only near candidates and none outside the field of view; infer.precision int8 runs either through
-a quantized copy of the model on the CPU (benchmarks/infer.py measures all of them).
+infer.mode `paper` slides the model's windows (128/64) with mean blending (the method); `fast` runs the same
+windows, the overlapping ones only near candidates and none outside the field of view; infer.precision int8 runs
+either through a quantized copy of the model on the CPU (benchmarks/infer.py measures all of them). Window and
+stride come from the model's recipe unless params.yaml `infer` sets them.
 """
+import argparse
 import logging
-import sys
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
-from micropatch import logs
-from micropatch.inference import predict_probability, to_uint8
-from micropatch.io import load_params, read_png, write_json, write_png
-from micropatch.model import load_checkpoint
+from micropatch import compute, logs
+from micropatch.fileio import load_params, read_png, write_json, write_png
 from micropatch.split import domain_rows, read_manifest
 
 
-def main(domain: str) -> None:
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("domain")
+    for name in ("model", "manifest", "preprocessed", "out"):
+        parser.add_argument(f"--{name}", type=Path, required=True)
+    args = parser.parse_args()
     logs.setup()
-    params = load_params("infer")
-    spec = load_params("roles")["test_on"][domain]
+    params = load_params()
+    compute.configure(**params["compute"])  # before torch is imported: it pins what decides the bits
+    import torch
+
+    from micropatch.inference import DEFAULTS, predict_probability, to_uint8
+    from micropatch.model import load_checkpoint
+    from micropatch.recipe import resolve
+
+    spec = params["roles"]["test_on"][args.domain]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, config = load_checkpoint("data/model/model.safetensors", device)
-    rows = domain_rows(read_manifest("data/splits/manifest.csv"), domain, spec)
-    out = Path("data/predictions") / domain
-    for row in tqdm(rows, desc=f"infer {domain}", unit="img"):
-        folder = Path("data/preprocessed") / row["dataset"]
+    model, config = load_checkpoint(args.model, device)
+    settings = resolve(config, "inference", params["infer"], DEFAULTS)
+    rows = domain_rows(read_manifest(args.manifest), args.domain, spec)
+    for row in tqdm(rows, desc=f"infer {args.domain}", unit="img"):
+        folder = args.preprocessed / row["dataset"]
         image = read_png(folder / f"{row['image_id']}.png")
         fov = read_png(folder / f"{row['image_id']}_fov.png") > 0
-        probability = predict_probability(model, image, fov, params, device)
+        probability = predict_probability(model, image, fov, settings, device)
         for lesion, channel in zip(config["lesions"], probability):
-            write_png(out / f"{row['image_id']}_{lesion}.png", to_uint8(channel))
-    write_json(out / "domain.json", {"domain": domain, **spec,
-                                     "lesions": config["lesions"], "image_ids": [r["image_id"] for r in rows]})
-    logging.info("infer %s: %d images (%s mode, %s)", domain, len(rows), params["mode"], params["precision"])
+            write_png(args.out / f"{row['image_id']}_{lesion}.png", to_uint8(channel))
+    write_json(args.out / "domain.json", {"domain": args.domain, **spec, "lesions": config["lesions"],
+                                          "image_ids": [r["image_id"] for r in rows]})
+    logging.info("infer %s: %d images (%s mode, %s)", args.domain, len(rows), settings["mode"], settings["precision"])
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()

@@ -1,29 +1,32 @@
 """Stage patchify: 128x128 windows every 64 px of each train/val image; all lesion windows, 10 % of background."""
+import argparse
 import logging
 from pathlib import Path
 
 from micropatch import logs
-from micropatch.io import load_params
+from micropatch.fileio import load_params
 from micropatch.patches import build_patch_set, write_patch_set
 from micropatch.split import read_manifest
 
-PREPROCESSED = Path("data/preprocessed")
-OUT = Path("data/patches")
-
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--preprocessed", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
     logs.setup()
     params = load_params("patchify")
     lesions = load_params("lesions")
-    manifest = read_manifest("data/splits/manifest.csv")
+    manifest = read_manifest(args.manifest)
     for split in ("train", "val"):
         rows = [r for r in manifest if r["split"] == split]
-        images, masks, index, per_image = build_patch_set(rows, PREPROCESSED, lesions, params["size"], params["stride"],
-                                                          params["background_keep"], params["seed"])
+        images, masks, index, per_image = build_patch_set(rows, args.preprocessed, lesions, params["size"],
+                                                          params["stride"], params["background_keep"], params["seed"])
         meta = {"split": split, "lesions": lesions, "size": params["size"], "stride": params["stride"],
                 "background_keep": params["background_keep"], "seed": params["seed"], "patches": len(index),
                 "lesion_patches": sum(1 for r in index if r["lesion_pixels"] > 0), "per_image": per_image}
-        write_patch_set(OUT / split, images, masks, index, meta)
+        write_patch_set(args.out / split, images, masks, index, meta)
         logging.info("patchify %s: %d patches (%d with lesion) from %d images", split, meta["patches"],
                      meta["lesion_patches"], len(per_image))
 

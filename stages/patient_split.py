@@ -1,30 +1,32 @@
 """Stage patient-split: patient-isolated train/val split of the training datasets, before any patch exists."""
+import argparse
 import json
 import logging
 from collections import Counter
 from pathlib import Path
 
 from micropatch import logs
-from micropatch.io import load_params
+from micropatch.fileio import load_params
 from micropatch.split import assign_splits, read_patient_keys, write_manifest
-
-MANIFEST = "data/splits/manifest.csv"
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preprocessed", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
     logs.setup()
-    params = load_params("split")
-    train_on = load_params("roles")["train_on"]
-    lesions = load_params("lesions")
+    params = load_params()
+    lesions, split = params["lesions"], params["split"]
     fingerprints = []
-    for path in sorted(Path("data/preprocessed").glob("*/fingerprint.json")):
+    for path in sorted(args.preprocessed.glob("*/fingerprint.json")):
         for fp in json.loads(path.read_text())["images"]:
             fp["lesion_pixels"] = {k: v for k, v in fp["lesion_pixels"].items() if k in lesions}
             fingerprints.append(fp)
-    keys = read_patient_keys(params["patient_keys"]) if params.get("patient_keys") else None
-    rows = assign_splits(fingerprints, train_on, params["val_fraction"], params["seed"], keys,
-                         params["merge_near_duplicates"])
-    write_manifest(MANIFEST, rows)
+    keys = read_patient_keys(split["patient_keys"]) if split.get("patient_keys") else None
+    rows = assign_splits(fingerprints, params["roles"]["train_on"], split["val_fraction"], split["seed"], keys,
+                         split["merge_near_duplicates"], params["audit"]["phash_threshold"])
+    write_manifest(args.out, rows)
     logging.info("patient-split: %s", dict(Counter((r["dataset"], r["split"]) for r in rows)))
 
 

@@ -1,8 +1,9 @@
-"""Stage score: pooled P/R/Dice/IoU, aupr_11, AP and lesion-level FROC per domain and lesion.
+"""Stage score: pooled P/R/Dice/IoU, aupr_11, AP and lesion-level FROC per domain of `roles.test_on` and lesion.
 
-Writes one metrics JSON per domain (metrics/domains/), the cross-domain table (markdown and JSON), per-image
+Writes one metrics JSON per domain (<out>/domains/), the cross-domain table (markdown and JSON), per-image
 tables, curve data for `dvc plots` and figures.
 """
+import argparse
 import csv
 import json
 import logging
@@ -10,64 +11,52 @@ from pathlib import Path
 
 from micropatch import figures, logs
 from micropatch.evaluation import cross_domain_rows, cross_domain_table, score_domain
-from micropatch.io import load_params, read_fundus, read_png, write_json, write_text
-from micropatch.split import read_manifest
+from micropatch.fileio import load_params, write_json, write_text
 from micropatch.provenance import versions
-
-METRICS = Path("metrics")
-PLOTS = METRICS / "plots"
-
-
-def write_figures(results: dict, curves: dict, params: dict) -> None:
-    """Curve data for `dvc plots` (one JSON per domain and lesion) and PNG figures, panels included."""
-    for (domain, lesion), c in curves.items():
-        write_json(PLOTS / "pr" / f"{domain}_{lesion}.json",
-                   figures.curve_records(c["pr_curve"], ("threshold", "recall", "precision")))
-        write_json(PLOTS / "froc" / f"{domain}_{lesion}.json",
-                   figures.curve_records(c["froc_curve"], ("threshold", "fps_per_image", "sensitivity")))
-    with_curves = {d: {l: s | curves[d, l] for l, s in by.items()} for d, by in results.items()}
-    figures.curves_figure(with_curves, PLOTS / "curves.png")
-    with open(METRICS / "train_history.tsv", newline="") as f:
-        figures.training_figure(list(csv.DictReader(f, delimiter="\t")), PLOTS / "training.png")
-    figures.bars_figure(results, PLOTS / "cross_domain.png")
-    manifest = {(r["dataset"], r["image_id"]): r for r in read_manifest("data/splits/manifest.csv")}
-    for domain_file in sorted(Path("data/predictions").glob("*/domain.json")):
-        domain = json.loads(domain_file.read_text())
-        with open(METRICS / "per_image" / f"{domain['domain']}.csv", newline="") as f:
-            per_image = list(csv.DictReader(f))
-        for lesion in domain["lesions"]:
-            for rank, row in figures.best_median_worst(per_image, lesion).items():
-                image_id = row["image_id"]
-                probability = read_png(domain_file.parent / f"{image_id}_{lesion}.png") / 255.0
-                truth = read_png(Path("data/preprocessed") / domain["dataset"] / f"{image_id}_{lesion}.png") > 0
-                rgb = read_fundus(manifest[domain["dataset"], image_id]["source"])
-                figures.panel_figure(f"{domain['domain']} {lesion} {rank} by Dice: {image_id} "
-                                     f"(Dice {float(row['dice']):.3f})", rgb, probability, truth,
-                                     params["threshold"], PLOTS / "panels" / f"{domain['domain']}_{lesion}_{rank}.png")
+from micropatch.split import read_manifest
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    for name in ("predictions", "preprocessed", "manifest", "history", "out"):
+        parser.add_argument(f"--{name}", type=Path, required=True)
+    args = parser.parse_args()
     logs.setup()
     params = load_params("score")
-    train_on = load_params("roles")["train_on"]
+    roles = load_params("roles")
+    plots = args.out / "plots"
+    sources = {(r["dataset"], r["image_id"]): r["source"] for r in read_manifest(args.manifest)}
     results, zero_shot = {}, {}
-    for domain_file in sorted(Path("data/predictions").glob("*/domain.json")):
-        domain = json.loads(domain_file.read_text())
-        results[domain["domain"]] = score_domain(domain, domain_file.parent, Path("data/preprocessed"),
-                                                 params, METRICS / "per_image" / f"{domain['domain']}.csv")
-        zero_shot[domain["domain"]] = domain["dataset"] not in train_on
+    for name in roles["test_on"]:  # the configured domains only: a stale predictions folder is never scored
+        pred_dir = args.predictions / name
+        domain = json.loads((pred_dir / "domain.json").read_text())
+        results[name], per_image = score_domain(domain, pred_dir, args.preprocessed, params,
+                                                args.out / "per_image" / f"{name}.csv")
+        zero_shot[name] = domain["dataset"] not in roles["train_on"]
+        figures.domain_panels(domain, per_image, pred_dir, args.preprocessed,
+                              {i: s for (d, i), s in sources.items() if d == domain["dataset"]},
+                              params["threshold"], plots / "panels")
     curves = {}
-    for domain, by_lesion in results.items():
+    for name, by_lesion in results.items():
         for lesion, summary in by_lesion.items():
-            curves[domain, lesion] = {k: summary.pop(k) for k in ("pr_curve", "pr_11", "froc_curve")}
-    write_figures(results, curves, params)
-    for domain, by_lesion in results.items():
-        write_json(METRICS / "domains" / f"{domain}.json", {
-            "domain": domain, "zero_shot": zero_shot[domain], "lesions": by_lesion, "threshold": params["threshold"],
+            curves[name, lesion] = {k: summary.pop(k) for k in ("pr_curve", "pr_11", "froc_curve")}
+            write_json(plots / "pr" / f"{name}_{lesion}.json",
+                       figures.curve_records(curves[name, lesion]["pr_curve"], ("threshold", "recall", "precision")))
+            write_json(plots / "froc" / f"{name}_{lesion}.json",
+                       figures.curve_records(curves[name, lesion]["froc_curve"],
+                                             ("threshold", "fps_per_image", "sensitivity")))
+    figures.curves_figure({d: {l: s | curves[d, l] for l, s in by.items()} for d, by in results.items()},
+                          plots / "curves.png")
+    with open(args.history, newline="") as f:
+        figures.training_figure(list(csv.DictReader(f, delimiter="\t")), plots / "training.png")
+    figures.bars_figure(results, plots / "cross_domain.png")
+    for name, by_lesion in results.items():
+        write_json(args.out / "domains" / f"{name}.json", {
+            "domain": name, "zero_shot": zero_shot[name], "lesions": by_lesion, "threshold": params["threshold"],
             "seed": params["seed"], "versions": versions()})
     rows = cross_domain_rows(results, zero_shot)
-    write_json(METRICS / "cross_domain.json", rows)
-    write_text(METRICS / "cross_domain.md", cross_domain_table(rows))
+    write_json(args.out / "cross_domain.json", rows)
+    write_text(args.out / "cross_domain.md", cross_domain_table(rows))
     logging.info("score:\n%s", cross_domain_table(rows))
 
 

@@ -1,4 +1,6 @@
-"""Stage train: U-Net (ResNet34, scSE) on the patch sets; best val-Dice weights, per-epoch history, resumable."""
+"""Stage train: U-Net (ResNet34, scSE) on the patch sets; best val-Dice weights with their recipe, per-epoch
+history, resumable after a kill (also when DVC has deleted the outputs before rerunning the stage)."""
+import argparse
 import csv
 import hashlib
 import io
@@ -6,37 +8,43 @@ import json
 import logging
 from pathlib import Path
 
-from micropatch import logs
-from micropatch.io import load_params, sha256_file, write_json, write_text
-from micropatch.provenance import versions
-from micropatch.training import TrainConfig, train
-
-MODEL = Path("data/model/model.safetensors")
-STATE = Path("data/train_state/last.pt")  # outside DVC's outs: DVC deletes outs before a rerun, this must survive
-HISTORY = Path("metrics/train_history.tsv")
+from micropatch import compute, logs
+from micropatch.fileio import load_params, sha256_file, write_json, write_text
 
 
-def write_history(history: list[dict]) -> None:
+def write_history(path: Path, history: list[dict]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(history[0]), delimiter="\t", lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
-    write_text(HISTORY, buf.getvalue())
+    write_text(path, buf.getvalue())
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    for name in ("patches", "manifest", "model", "state", "history", "summary"):
+        parser.add_argument(f"--{name}", type=Path, required=True)
+    args = parser.parse_args()
     logs.setup()
-    params = load_params("train")
-    lesions = load_params("lesions")
-    cfg = TrainConfig(**params)
-    inputs = [sha256_file(Path("data/patches") / s / f) for s in ("train", "val") for f in ("images.npy", "masks.npy")]
-    fingerprint = hashlib.sha256(json.dumps([params, lesions, inputs], sort_keys=True).encode()).hexdigest()
-    summary = train(Path("data/patches/train"), Path("data/patches/val"), lesions, cfg, MODEL, STATE, fingerprint,
-                    on_epoch=write_history)
+    params = load_params()
+    settings = compute.configure(**params["compute"])  # before torch is imported: it pins what decides the bits
+    from micropatch.model import INPUT_MEAN, INPUT_STD
+    from micropatch.provenance import versions
+    from micropatch.recipe import training_recipe
+    from micropatch.training import TrainConfig, train
+
+    cfg = TrainConfig(**params["train"])
+    inputs = [sha256_file(args.patches / s / f) for s in ("train", "val") for f in ("images.npy", "masks.npy")]
+    fingerprint = hashlib.sha256(json.dumps([params["train"], params["lesions"], params["compute"], inputs],
+                                            sort_keys=True).encode()).hexdigest()
+    recipe = training_recipe(params["preprocess"], params["patchify"], {"mean": INPUT_MEAN, "std": INPUT_STD},
+                             settings, sha256_file(args.manifest))
+    summary = train(args.patches / "train", args.patches / "val", params["lesions"], cfg, args.model, args.state,
+                    fingerprint, recipe, on_epoch=lambda history: write_history(args.history, history))
     history = summary.pop("history")
-    write_history(history)
-    write_json("metrics/train.json", summary | {"seed": cfg.seed, "versions": versions()})
-    STATE.unlink(missing_ok=True)  # finished: a later run with other params must start fresh
+    write_history(args.history, history)
+    write_json(args.summary, summary | {"seed": cfg.seed, "compute": settings, "versions": versions()})
+    args.state.unlink(missing_ok=True)  # finished: a later run with other params must start fresh
     logging.info("train: best val Dice %.4f at epoch %d of %d", summary["best_val_dice"], summary["best_epoch"],
                  summary["epochs_run"])
 

@@ -25,13 +25,16 @@ def run(cmd: list[str], cwd: Path, env: dict) -> str:
 
 
 def dvc_workspace(work: Path, edit_params) -> dict:
-    """A git + DVC repo at work holding the real dvc.yaml, stages/ and src/, and params.yaml edited by
-    edit_params(params); returns the environment to run dvc in."""
-    for name in ("dvc.yaml", "stages", "src"):
-        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, work / name)
+    """A git + DVC repo at work holding stages/, src/, params.yaml edited by edit_params(params) and the dvc.yaml
+    `micropatch pipeline` writes for them; returns the environment to run dvc in."""
+    from micropatch.pipeline import render
+
+    for name in ("stages", "src"):
+        shutil.copytree(REPO / name, work / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     edit_params(params)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (work / "dvc.yaml").write_text(render(work, code=work))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
                GIT_COMMITTER_EMAIL="t@t")

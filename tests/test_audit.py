@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from micropatch.audit import PHASH_THRESHOLD, audit_manifest, audit_patches, hamming_matrix, phash_bits
-from micropatch.cli import run_audit
-from micropatch.io import sha256_file
+from micropatch.audit import run_audit
+from micropatch.fileio import sha256_file
 from micropatch.preprocessing import fov_mask, fov_phash, green_clahe, image_phash
 from micropatch.split import assign_splits, write_manifest
 from micropatch.synthetic import SyntheticSpec, synth_fundus

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from micropatch.datasets import LESIONS, Record, load_records
-from micropatch.io import InputError
+from micropatch.fileio import InputError
 from micropatch.preprocessing import preprocess_record
 
 TRAIN_IMAGES = Path("A. Segmentation/1. Original Images/a. Training Set")

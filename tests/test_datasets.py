@@ -8,7 +8,7 @@ import pytest
 from micropatch.audit import audit_manifest
 from micropatch.cli import main as cli
 from micropatch.datasets import load_records
-from micropatch.io import InputError
+from micropatch.fileio import InputError
 from micropatch.preprocessing import dataset_summary, preprocess_record
 from micropatch.split import assign_splits, domain_rows
 from micropatch.synthetic import SyntheticSpec, write_ddr_layout, write_eophtha_layout

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from micropatch.datasets import load_records
-from micropatch.io import InputError
+from micropatch.fileio import InputError
 
 from conftest import idrid_root
 

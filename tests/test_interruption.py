@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from micropatch.patches import write_patch_set
 from micropatch.training import TrainConfig, TrainingDiverged, train
 
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 CFG = dict(epochs=3, batch_size=8, max_steps_per_epoch=3, early_stopping_patience=10, seed=0)
 
 
@@ -44,7 +45,7 @@ def run_child(code: str) -> subprocess.Popen:
 def test_sigkilled_training_resumes_to_the_uninterrupted_weights(patches, tmp_path):
     train_dir, val_dir = patches
     reference = tmp_path / "reference.safetensors"
-    train(train_dir, val_dir, ["MA"], TrainConfig(**CFG), reference, tmp_path / "ref_state.pt", "fp")
+    train(train_dir, val_dir, ["MA"], TrainConfig.from_params(PARAMS, **CFG), reference, tmp_path / "ref_state.pt", "fp")
 
     model, state = tmp_path / "model.safetensors", tmp_path / "state.pt"
     child = run_child(f"""
@@ -52,7 +53,7 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(patches, tmp_pa
         from pathlib import Path
         from micropatch.training import TrainConfig, train
         # after the first checkpoint, hang as a long epoch would, until killed
-        train(Path({str(train_dir)!r}), Path({str(val_dir)!r}), ["MA"], TrainConfig(**{CFG!r}), Path({str(model)!r}),
+        train(Path({str(train_dir)!r}), Path({str(val_dir)!r}), ["MA"], TrainConfig.from_params({str(PARAMS)!r}, **{CFG!r}), Path({str(model)!r}),
               Path({str(state)!r}), "fp", on_epoch=lambda history: time.sleep(600))
     """)
     deadline = time.time() + 300
@@ -63,7 +64,7 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(patches, tmp_pa
     child.wait()
     assert torch.load(state, weights_only=True)["progress"]["epoch"] == 1
 
-    summary = train(train_dir, val_dir, ["MA"], TrainConfig(**CFG), model, state, "fp")
+    summary = train(train_dir, val_dir, ["MA"], TrainConfig.from_params(PARAMS, **CFG), model, state, "fp")
     assert summary["epochs_run"] == 3
     resumed, expected = load_file(model), load_file(reference)
     assert all(torch.equal(resumed[k], expected[k]) for k in expected), "resumed weights differ"
@@ -71,23 +72,38 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(patches, tmp_pa
 
 def test_a_state_from_other_params_is_not_resumed(patches, tmp_path):
     train_dir, val_dir = patches
-    cfg = TrainConfig(**(CFG | {"epochs": 1}))
+    cfg = TrainConfig.from_params(PARAMS, **(CFG | {"epochs": 2}))
     train(train_dir, val_dir, ["MA"], cfg, tmp_path / "m.safetensors", tmp_path / "s.pt", "params-A")
-    summary = train(train_dir, val_dir, ["MA"], cfg, tmp_path / "m.safetensors", tmp_path / "s.pt", "params-B")
-    assert summary["epochs_run"] == 1 and len(summary["history"]) == 1  # started over, did not skip
+    trained = []
+    train(train_dir, val_dir, ["MA"], cfg, tmp_path / "m.safetensors", tmp_path / "s.pt", "params-B",
+          on_epoch=lambda history: trained.append(history[-1]["epoch"]))
+    assert trained == [1, 2]  # started over; resuming A's finished state would have trained no epoch at all
+
+
+def test_a_finished_state_resumes_to_the_same_model_without_training(patches, tmp_path):
+    """Killed after the last epoch's state was saved, before the model was written: the rerun writes the best."""
+    train_dir, val_dir = patches
+    cfg = TrainConfig.from_params(PARAMS, **(CFG | {"epochs": 2}))
+    state, first, second = tmp_path / "s.pt", tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    train(train_dir, val_dir, ["MA"], cfg, first, state, "fp")
+    trained = []
+    summary = train(train_dir, val_dir, ["MA"], cfg, second, state, "fp",
+                    on_epoch=lambda history: trained.append(history[-1]["epoch"]))
+    assert trained == [] and summary["epochs_run"] == 2
+    assert first.read_bytes() == second.read_bytes()
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(patches, tmp_path, monkeypatch):
     train_dir, val_dir = patches
     state = tmp_path / "s.pt"
-    cfg = TrainConfig(**(CFG | {"epochs": 1}))
+    cfg = TrainConfig.from_params(PARAMS, **(CFG | {"epochs": 1}))
     train(train_dir, val_dir, ["MA"], cfg, tmp_path / "m.safetensors", state, "fp")
     good = state.read_bytes()
     import micropatch.training as training
 
     monkeypatch.setattr(training, "make_loss", lambda n, c: lambda logits, target: logits.sum() * float("nan"))
     with pytest.raises(TrainingDiverged, match="loss became nan in epoch 2.*kept the last good checkpoint"):
-        train(train_dir, val_dir, ["MA"], TrainConfig(**(CFG | {"epochs": 2})), tmp_path / "m.safetensors", state, "fp")
+        train(train_dir, val_dir, ["MA"], TrainConfig.from_params(PARAMS, **(CFG | {"epochs": 2})), tmp_path / "m.safetensors", state, "fp")
     assert state.read_bytes() == good
 
 
@@ -96,7 +112,7 @@ def test_a_write_killed_midway_leaves_the_old_file(tmp_path):
     np.save(target, np.arange(10))
     child = run_child(f"""
         import numpy as np
-        from micropatch.io import save_npy
+        from micropatch.fileio import save_npy
         save_npy({str(target)!r}, np.ones((64, 1024, 1024), np.float64))  # 512 MB: long enough to be caught
     """)
     while not list(tmp_path.glob(".images.npy.*")) and child.poll() is None:
@@ -109,7 +125,7 @@ def test_a_write_killed_midway_leaves_the_old_file(tmp_path):
 def test_a_code_running_resume_state_is_refused(patches, tmp_path):
     import pickle
 
-    from micropatch.io import InputError
+    from micropatch.fileio import InputError
 
     class Exploit:
         def __reduce__(self):
@@ -118,5 +134,5 @@ def test_a_code_running_resume_state_is_refused(patches, tmp_path):
     state = tmp_path / "last.pt"
     state.write_bytes(pickle.dumps({"fingerprint": "fp", "model": Exploit()}))
     with pytest.raises(InputError, match="last.pt: refused to resume"):
-        train(*patches, ["MA"], TrainConfig(**CFG), tmp_path / "m.safetensors", state, "fp")
+        train(*patches, ["MA"], TrainConfig.from_params(PARAMS, **CFG), tmp_path / "m.safetensors", state, "fp")
     assert not (tmp_path / "pwned").exists()

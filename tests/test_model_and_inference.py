@@ -7,7 +7,7 @@ import torch
 
 from micropatch.inference import (DEFAULTS, calibration_batch, covering_subset, int8_copy, predict_probability,
                                   refined_probability, sliding_window_probability)
-from micropatch.io import InputError
+from micropatch.fileio import InputError
 from micropatch.model import INPUT_MEAN, INPUT_STD, build_model, load_checkpoint, save_checkpoint
 from micropatch.patches import window_starts
 
@@ -225,7 +225,7 @@ def test_nan_weights_and_code_running_pickles_are_refused(tmp_path):
 @pytest.mark.parametrize("params_file", ["params.yaml", "results/idrid-ma/params.yaml"])
 def test_each_params_files_infer_section_runs_both_modes(params_file):
     from micropatch.inference import predict_probability
-    from micropatch.io import load_params
+    from micropatch.fileio import load_params
 
     params = load_params("infer", Path(__file__).parent.parent / params_file)
     image = np.random.default_rng(6).integers(0, 256, (200, 260), dtype=np.uint8)

@@ -10,14 +10,23 @@ import torch
 from PIL import Image
 
 from micropatch.cli import main as cli
-from micropatch.model import build_model, save_checkpoint
+from micropatch.model import build_model, load_checkpoint, save_checkpoint
+from micropatch.recipe import training_recipe
+
+
+FAST = ["--compute", "fast"]  # torch is already imported in this process: the reproducible pin needs a fresh one
+
+
+def recipe(clip_limit: float = 2.0) -> dict:
+    return training_recipe({"clahe_clip_limit": clip_limit, "clahe_grid": 8, "fov_threshold": 15},
+                           {"size": 128, "stride": 64}, {"mean": 0.449, "std": 0.226}, {"mode": "fast"}, "0" * 64)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "model.safetensors"
-    save_checkpoint(path, build_model(1), {"lesions": ["MA"], "encoder": "resnet34", "attention": "scse"})
+    save_checkpoint(path, build_model(1), recipe() | {"lesions": ["MA"], "encoder": "resnet34", "attention": "scse"})
     return path
 
 
@@ -34,7 +43,7 @@ def photos(synthetic_idrid, tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("mode, precision", [("paper", "fp32"), ("fast", "fp32"), ("fast", "int8")])
 def test_predict_writes_four_consistent_outputs(checkpoint, photos, tmp_path, mode, precision, capsys):
     assert cli(["predict", str(photos["jpeg"]), "--model", str(checkpoint), "--out", str(tmp_path),
-                "--mode", mode, "--precision", precision]) == 0
+                "--mode", mode, "--precision", precision, *FAST]) == 0
     probability = cv2.imread(str(tmp_path / "IDRiD_01_MA_probability.png"), cv2.IMREAD_UNCHANGED)
     mask = cv2.imread(str(tmp_path / "IDRiD_01_MA_mask.png"), cv2.IMREAD_UNCHANGED) > 0
     overlay = cv2.imread(str(tmp_path / "IDRiD_01_overlay.png"))
@@ -53,7 +62,7 @@ def test_predict_writes_four_consistent_outputs(checkpoint, photos, tmp_path, mo
 
 
 def test_png_and_tiff_inputs_give_the_same_map_as_their_jpeg(checkpoint, photos, tmp_path):
-    assert cli(["predict", *map(str, photos.values()), "--model", str(checkpoint), "--out", str(tmp_path)]) == 0
+    assert cli(["predict", *map(str, photos.values()), "--model", str(checkpoint), "--out", str(tmp_path), *FAST]) == 0
     maps = [cv2.imread(str(tmp_path / f"{p.stem}_MA_probability.png"), cv2.IMREAD_UNCHANGED) for p in photos.values()]
     assert np.array_equal(maps[0], maps[1]) and np.array_equal(maps[0], maps[2])
 
@@ -65,9 +74,36 @@ def test_non_fundus_and_unreadable_images_get_clear_errors_and_no_outputs(checkp
     broken.write_bytes(photos["jpeg"].read_bytes()[:200])
     out = tmp_path / "out"
     assert cli(["predict", str(black), str(broken), str(photos["jpeg"]), "--model", str(checkpoint),
-                "--out", str(out)]) == 2
+                "--out", str(out), *FAST]) == 2
     err = capsys.readouterr().err
     assert f"{black}: under 5 %" in err and "does not look like a fundus photograph" in err
     assert f"{broken}: unreadable or truncated" in err
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"IDRiD_01_{s}" for s in ("MA_probability.png", "MA_mask.png", "overlay.png", "lesions.json", "lesions.csv"))
+        [f"IDRiD_01_{s}" for s in ("MA_probability.png", "MA_mask.png", "overlay.png", "lesions.json", "lesions.csv")]
+        + ["predict_args.json"])
+
+
+def test_duplicate_stems_are_refused_before_anything_is_written(checkpoint, photos, tmp_path, capsys):
+    other = tmp_path / "other" / "IDRiD_01.png"
+    other.parent.mkdir()
+    Image.open(photos["jpeg"]).save(other)
+    out = tmp_path / "out"
+    assert cli(["predict", str(photos["jpeg"]), str(other), "--model", str(checkpoint), "--out", str(out), *FAST]) == 2
+    assert "share the name 'IDRiD_01'" in capsys.readouterr().err and not out.exists()
+
+
+def test_predict_preprocesses_as_the_model_was_trained(checkpoint, photos, tmp_path):
+    """A model trained with CLAHE clip 4.0 is fed clip-4.0 images without being told; an explicit flag wins."""
+    model, config = load_checkpoint(checkpoint)
+    clip4 = tmp_path / "clip4.safetensors"
+    save_checkpoint(clip4, model, config | recipe(4.0))
+    runs = {"default recipe": [str(checkpoint)], "clip-4 recipe": [str(clip4)],
+            "default recipe, --clahe-clip-limit 4": [str(checkpoint), "--clahe-clip-limit", "4.0"]}
+    maps = {}
+    for name, model_args in runs.items():
+        out = tmp_path / name.replace(" ", "_")
+        assert cli(["predict", str(photos["jpeg"]), "--model", *model_args, "--out", str(out), *FAST]) == 0
+        maps[name] = (out / "IDRiD_01_MA_probability.png").read_bytes()
+        args = json.loads((out / "predict_args.json").read_text())
+        assert args["preprocess"]["clahe_clip_limit"] == (2.0 if name == "default recipe" else 4.0)
+    assert maps["clip-4 recipe"] == maps["default recipe, --clahe-clip-limit 4"] != maps["default recipe"]

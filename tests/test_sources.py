@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from micropatch.datasets import load_records
-from micropatch.io import InputError
+from micropatch.fileio import InputError
 from micropatch.sources import Limits, materialise
 
 

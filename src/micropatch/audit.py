@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 
@@ -105,3 +106,24 @@ def report(leaks: list[Leak], counts: dict) -> str:
     lines += ["", "CLEAN: no leak found." if not leaks else f"**{len(leaks)} LEAKS**:", ""]
     lines += [f"- {leak.kind}: {leak.first}  <->  {leak.second} ({leak.detail})" for leak in leaks]
     return "\n".join(lines) + "\n"
+
+
+def run_audit(manifest: Path, patches: Path | None, out_dir: Path, threshold: int) -> int:
+    """Audit a manifest (and the patch sets under `patches`), write leakage.json + report; 1 on any leak."""
+    from .fileio import write_json, write_text
+    from .patches import read_patch_index
+    from .provenance import versions
+    from .split import read_manifest
+
+    rows = read_manifest(manifest)
+    patch_sets = {}
+    if patches:
+        for index in sorted(Path(patches).glob("*/index.csv")):
+            patch_sets[index.parent.name] = read_patch_index(index.parent)
+    leaks = audit_manifest(rows, threshold) + audit_patches(rows, patch_sets)
+    counts = summary(leaks, rows, patch_sets, threshold)
+    text = report(leaks, counts)
+    write_json(Path(out_dir) / "leakage.json", counts | {"versions": versions()})
+    write_text(Path(out_dir) / "leakage_report.md", text)
+    print(text, end="")
+    return 1 if leaks else 0

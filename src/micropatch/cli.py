@@ -8,58 +8,41 @@ from pathlib import Path
 
 from . import logs
 from .audit import PHASH_THRESHOLD
-from .io import InputError, load_params
+from .fileio import InputError, load_params
 
 
 def cmd_synth(args) -> None:
-    """Write the synthetic dataset of the `synthetic` params section in one dataset's official layout."""
-    from .io import staged_folder
+    """Write the synthetic datasets of the `synthetic` params section, each in its dataset's official layout."""
+    from .fileio import staged_folder
     from .synthetic import LAYOUT_WRITERS, SyntheticSpec
 
-    params = load_params("synthetic", args.params)
-    with staged_folder(args.out) as staging:  # an interrupted run never leaves a half-written dataset
-        spec = SyntheticSpec(width=params["width"], height=params["height"])
-        ids = LAYOUT_WRITERS[args.layout](staging, params["n_images"], params["seed"], spec)
-    logging.info("synth: %d images (%dx%d, %s layout) in %s", len(ids), params["width"], params["height"],
-                 args.layout, args.out)
+    sets = load_params("synthetic", args.params)
+    for name in args.only or list(sets):
+        settings = dict(sets[name])
+        layout, n_images, seed = settings.pop("layout"), settings.pop("n_images"), settings.pop("seed")
+        with staged_folder(args.out / name) as staging:  # an interrupted run never leaves a half-written dataset
+            ids = LAYOUT_WRITERS[layout](staging, n_images, seed, SyntheticSpec(**settings))
+        logging.info("synth: %s: %d images (%dx%d, %s layout) in %s", name, len(ids), settings["width"],
+                     settings["height"], layout, args.out / name)
 
 
 def cmd_inspect(args) -> int:
     """Print one JSON object describing a dataset root; exit 1 when it is broken or has problems."""
     import json
 
-    from .datasets.inspect import inspect_root
+    from .datasets.inspection import inspect_root
 
     report = inspect_root(args.adapter, args.root)
     print(json.dumps(report, indent=2))
     return 0 if report["ok"] else 1
 
 
-def run_audit(manifest: str, patches: str | None, out_dir: str, threshold: int) -> int:
-    """Audit a manifest (and the patch sets under `patches`), write leakage.json + report; 1 on any leak."""
-    from . import audit
-    from .io import write_json, write_text
-    from .patches import read_patch_index
-    from .provenance import versions
-    from .split import read_manifest
-
-    rows = read_manifest(manifest)
-    patch_sets = {}
-    if patches:
-        for index in sorted(Path(patches).glob("*/index.csv")):
-            patch_sets[index.parent.name] = read_patch_index(index.parent)
-    leaks = audit.audit_manifest(rows, threshold) + audit.audit_patches(rows, patch_sets)
-    counts = audit.summary(leaks, rows, patch_sets, threshold)
-    text = audit.report(leaks, counts)
-    write_json(Path(out_dir) / "leakage.json", counts | {"versions": versions()})
-    write_text(Path(out_dir) / "leakage_report.md", text)
-    print(text, end="")
-    return 1 if leaks else 0
-
-
 def cmd_audit(args) -> int:
     """Audit a split manifest (and patch sets) for leakage; exit 1 on any leak."""
-    return run_audit(args.manifest, None if args.no_patches else args.patches, args.out, args.threshold)
+    from .audit import run_audit
+
+    return run_audit(Path(args.manifest), None if args.no_patches else Path(args.patches), Path(args.out),
+                     args.threshold)
 
 
 def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
@@ -80,7 +63,7 @@ def cmd_evaluate(args) -> int:
 
     from .evaluation import score_images, write_rows
     from .inference import to_uint8
-    from .io import read_mask, read_png
+    from .fileio import read_mask, read_png
 
     preds = _by_stem(args.pred, (".png", ".npy"))
     truths = _by_stem(args.truth, (".png", ".tif", ".tiff", ".gif", ".bmp"))
@@ -121,34 +104,71 @@ def cmd_predict(args) -> int:
     """Lesion maps, masks, overlay and lesion list for each image; one JSON summary line per image on stdout."""
     import json
 
+    from . import compute
+    from .fileio import write_json
+
+    stems = {}
+    for image in args.images:
+        if image.stem in stems:
+            raise InputError(f"{stems[image.stem]} and {image} share the name '{image.stem}', so their outputs would "
+                             "overwrite each other in one --out folder: rename one, or predict them in two calls")
+        stems[image.stem] = image
+    settings = compute.configure(args.compute)  # before torch is imported: it pins what decides the bits
     import torch
     from tqdm import tqdm
 
     from .inference import DEFAULTS
     from .model import load_checkpoint
     from .predict import predict_image
+    from .preprocessing import DEFAULTS as PREPROCESS_DEFAULTS
+    from .recipe import resolve
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, config = load_checkpoint(args.model, device)
-    params = DEFAULTS | {"mode": args.mode, "precision": args.precision}
+    infer = resolve(config, "inference", {"mode": args.mode, "precision": args.precision}, DEFAULTS)
+    preprocess = resolve(config, "preprocess", {"clahe_clip_limit": args.clahe_clip_limit,
+                                                "clahe_grid": args.clahe_grid, "fov_threshold": args.fov_threshold},
+                         PREPROCESS_DEFAULTS)
+    write_json(args.out / "predict_args.json", {
+        "images": [str(p) for p in args.images], "model": str(args.model), "threshold": args.threshold,
+        "inference": infer, "preprocess": preprocess, "compute": settings, "device": device})
     failed = 0
     for image in tqdm(args.images, desc="predict", unit="img"):
         try:
-            print(json.dumps(predict_image(model, config, image, args.out, params, args.threshold, device=device)))
+            print(json.dumps(predict_image(model, config, image, args.out, infer, preprocess, args.threshold,
+                                           device=device)))
         except InputError as err:  # one bad photograph does not stop the others
             failed += 1
             print(f"micropatch predict: error: {err}", file=sys.stderr)
     return 2 if failed else 0
 
 
+def cmd_pipeline(args) -> int:
+    """Write dvc.yaml for the root project and every record (or check that they are current)."""
+    from .pipeline import projects, render, write
+
+    stale = []
+    for project in projects():
+        if args.check:
+            path = project / "dvc.yaml"
+            if path.is_symlink() or not path.is_file() or path.read_text() != render(project):
+                stale.append(str(path))
+        elif write(project):
+            logging.info("pipeline: wrote %s", project / "dvc.yaml")
+    if stale:
+        print(f"out of date (run `micropatch pipeline`): {', '.join(stale)}", file=sys.stderr)
+    return 1 if stale else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logs.setup()
     parser = argparse.ArgumentParser(prog="micropatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    synth = sub.add_parser("synth", help="write the synthetic dataset in a dataset's official layout")
-    synth.add_argument("--out", default="data/sources/synthetic")
+    synth = sub.add_parser("synth", help="write the synthetic datasets of params `synthetic` in their official "
+                                         "layouts (the embedded default is shipped: make data restores it)")
+    synth.add_argument("--out", default=Path("data/sources"), type=Path, help="one folder per set is written here")
     synth.add_argument("--params", default="params.yaml")
-    synth.add_argument("--layout", default="idrid", choices=("idrid", "ddr", "eophtha"))
+    synth.add_argument("--only", nargs="+", help="write only these sets of params `synthetic`")
     synth.set_defaults(func=cmd_synth)
     aud = sub.add_parser("audit", help="check a split manifest and patch sets for leakage (exit 1 on any leak)")
     aud.add_argument("--manifest", default="data/splits/manifest.csv")
@@ -174,14 +194,25 @@ def main(argv: list[str] | None = None) -> int:
     pr = sub.add_parser("predict", help="native-resolution lesion maps for fundus photographs (JPEG/PNG/TIFF)")
     pr.add_argument("images", nargs="+", type=Path)
     pr.add_argument("--model", required=True, type=Path, help="a micropatch checkpoint (model.safetensors)")
+    pr.add_argument("--compute", default="reproducible", choices=("reproducible", "fast"),
+                    help="reproducible (default): the same bytes as the pipeline's infer stage on any x86-64 CPU "
+                         "from AVX2 up; fast: this machine's fastest kernels")
     pr.add_argument("--out", required=True, type=Path)
-    pr.add_argument("--mode", default="paper", choices=("paper", "fast"),
-                    help="paper: 128/64 windows; fast: the same windows, overlaps only near candidates")
-    pr.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
+    pr.add_argument("--mode", choices=("paper", "fast"),
+                    help="paper: the model's 128/64 windows; fast: the same windows, overlaps only near "
+                         "candidates (default: the model's recipe)")
+    pr.add_argument("--precision", choices=("fp32", "int8"),
                     help="int8 (CPU only): a quantized copy of the model calibrated on each image; the "
-                         "same windows run ~2.4x faster on a full-size frame")
+                         "same windows run ~2.4x faster on a full-size frame (default: the model's recipe)")
+    pr.add_argument("--clahe-clip-limit", type=float, help="default: the model's recipe")
+    pr.add_argument("--clahe-grid", type=int, help="default: the model's recipe")
+    pr.add_argument("--fov-threshold", type=int, help="default: the model's recipe")
     pr.add_argument("--threshold", type=float, default=0.5)
     pr.set_defaults(func=cmd_predict)
+    pl = sub.add_parser("pipeline", help="write dvc.yaml of the root project and of every record under results/ "
+                                         "from params.yaml and the stage scripts' imports")
+    pl.add_argument("--check", action="store_true", help="only check that every dvc.yaml is current (exit 1 if not)")
+    pl.set_defaults(func=cmd_pipeline)
     rd = sub.add_parser("readme", help="regenerate README.md's results block from metrics/")
     rd.set_defaults(func=lambda args: __import__("micropatch.readme", fromlist=["update"]).update())
     args = parser.parse_args(argv)

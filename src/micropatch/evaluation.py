@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .io import atomic_path, read_png
+from .fileio import atomic_path, read_png
 from .metrics import (counts_at, image_histograms, image_lesion_counts, lesion_summary, operating_index, scores,
                       summarise, threshold_level)
 
@@ -44,8 +44,9 @@ def write_rows(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def score_domain(domain: dict, pred_dir: Path, preprocessed: Path, params: dict, per_image_csv: Path) -> dict:
-    """{lesion: pooled, per-image-mean and lesion-level scores} for one domain; writes the per-image table.
+def score_domain(domain: dict, pred_dir: Path, preprocessed: Path, params: dict,
+                 per_image_csv: Path) -> tuple[dict, list[dict]]:
+    """({lesion: pooled, per-image-mean and lesion-level scores}, per-image rows) for one domain; writes the rows.
 
     Only images whose dataset annotates a lesion are scored for it (e-ophtha annotates MA only).
     """
@@ -72,7 +73,7 @@ def score_domain(domain: dict, pred_dir: Path, preprocessed: Path, params: dict,
         results[lesion] = summary | {"resolution": f"{int(np.median(widths))}x{int(np.median(heights))}"}
         all_rows += [{"lesion": lesion, **row} for row in rows]
     write_rows(per_image_csv, all_rows)
-    return results
+    return results, all_rows
 
 
 CROSS_DOMAIN_KEYS = ("n_images", "resolution", "precision", "recall", "dice", "iou", "aupr_11", "ap",

@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # headless: figures are files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .io import atomic_path  # noqa: E402
+from .fileio import atomic_path  # noqa: E402
 
 TP_COLOUR, FP_COLOUR, FN_COLOUR = (0, 220, 0), (255, 40, 40), (40, 120, 255)
 
@@ -129,3 +129,23 @@ def panel_figure(title: str, rgb: np.ndarray, probability: np.ndarray, truth: np
             ax.axis("off")
     fig.suptitle(title, fontsize=11)
     _save(fig, path)
+
+
+def domain_panels(domain: dict, per_image: list[dict], pred_dir: Path, preprocessed: Path, sources: dict,
+                  threshold: float, out_dir: Path) -> None:
+    """Best, median and worst image by Dice of each lesion of a domain, as panels in out_dir.
+
+    per_image: the domain's per-image rows (lesion, image_id, dice, ...); sources: image_id -> photograph path.
+    """
+    from .fileio import read_fundus, read_png
+
+    for lesion in domain["lesions"]:
+        if not any(r["lesion"] == lesion for r in per_image):
+            continue  # not annotated in this dataset: not scored, no panel
+        for rank, row in best_median_worst(per_image, lesion).items():
+            image_id = row["image_id"]
+            probability = read_png(pred_dir / f"{image_id}_{lesion}.png") / 255.0
+            truth = read_png(preprocessed / domain["dataset"] / f"{image_id}_{lesion}.png") > 0
+            panel_figure(f"{domain['domain']} {lesion} {rank} by Dice: {image_id} (Dice {float(row['dice']):.3f})",
+                         read_fundus(sources[image_id]), probability, truth, threshold,
+                         out_dir / f"{domain['domain']}_{lesion}_{rank}.png")

@@ -9,13 +9,13 @@ import numpy as np
 import torch
 
 from .model import normalise
+from .recipe import INFER_DEFAULTS
 from .patches import window_sums
 
 MODES = ("paper", "fast")
 PRECISIONS = ("fp32", "int8")
-DEFAULTS = {"mode": "paper", "precision": "fp32", "window": 128, "stride": 64, "batch_size": 32,
-            "refine_threshold": 0.15, "calibration_windows": 32}
-# params.yaml `infer`, for callers without one (micropatch predict)
+# For a checkpoint whose file carries no recipe (written before recipes existed): the method's 128/64 windows.
+DEFAULTS = INFER_DEFAULTS | {"window": 128, "stride": 64}
 
 
 def sliding_window_probability(model: torch.nn.Module, image: np.ndarray, window: int = 128, stride: int = 64,
@@ -168,7 +168,7 @@ def refined_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarr
 
 def predict_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarray, params: dict,
                         device: str | torch.device = "cpu") -> np.ndarray:
-    """(L, H, W) probabilities by params `infer`: mode paper or fast (which reads refine_threshold), precision fp32
+    """(L, H, W) probabilities, 0 outside the FOV, by params `infer`: mode paper or fast (which reads refine_threshold), precision fp32
     or int8 (CPU only: a copy of the model quantized with ranges from calibration_windows of this image's own
     first-pass windows, so an image's maps never depend on which images came before it)."""
     mode, precision = params.get("mode", "paper"), params.get("precision", "fp32")
@@ -183,10 +183,12 @@ def predict_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarr
         model = int8_copy(model, calibration_batch(image, fov, params["window"], params["stride"],
                                                    params["calibration_windows"]))
     if mode == "paper":
-        return sliding_window_probability(model, image, params["window"], params["stride"], params["batch_size"],
-                                          device)
-    return refined_probability(model, image, fov, params["window"], params["stride"], params["refine_threshold"],
-                               params["batch_size"], device)
+        probability = sliding_window_probability(model, image, params["window"], params["stride"],
+                                                 params["batch_size"], device)
+    else:
+        probability = refined_probability(model, image, fov, params["window"], params["stride"],
+                                          params["refine_threshold"], params["batch_size"], device)
+    return np.where(fov, probability, 0.0).astype(np.float32)  # nothing outside the field of view is a lesion
 
 
 def to_uint8(probability: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .io import InputError
+from .fileio import InputError
 
 # Single-channel input: the mean/std of ImageNet's RGB statistics, matching encoder weights summed over RGB.
 INPUT_MEAN, INPUT_STD = 0.449, 0.226
@@ -60,7 +60,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, config: dict) -> None:
     """Weights as safetensors (no pickle, same bytes for same weights) with the config as JSON metadata."""
     from safetensors.torch import save_file
 
-    from .io import atomic_path
+    from .fileio import atomic_path
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .io import atomic_path, read_png, save_npy, write_json
+from .fileio import atomic_path, read_png, save_npy, write_json
 
 INDEX_COLUMNS = ("dataset", "image_id", "y", "x", "lesion_pixels")
 

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from .inference import predict_probability, to_uint8
-from .io import InputError, read_fundus, write_json, write_png, write_text
-from .preprocessing import fov_mask, green_clahe
+from .fileio import read_fundus, write_json, write_png, write_text
+from .preprocessing import checked_fov, green_clahe
 
 LESION_COLOURS = {"MA": (255, 255, 0), "HE": (255, 64, 64), "EX": (64, 255, 255), "SE": (255, 128, 255)}
 LESION_COLUMNS = ("lesion", "centroid_x", "centroid_y", "area_px", "peak_probability")
@@ -38,17 +38,17 @@ def overlay_outlines(rgb: np.ndarray, masks: dict[str, np.ndarray], thickness: i
 
 
 def predict_image(model: torch.nn.Module, config: dict, image_path: Path, out_dir: Path, infer_params: dict,
-                  threshold: float = 0.5, fov_threshold: int = 15, device: str = "cpu") -> dict:
-    """Write <stem>_<lesion>_probability.png (p = v/255), _mask.png, <stem>_overlay.png and <stem>_lesions.{json,csv}."""
+                  preprocess: dict, threshold: float = 0.5, device: str = "cpu") -> dict:
+    """Write <stem>_<lesion>_probability.png (p = v/255), _mask.png, <stem>_overlay.png and <stem>_lesions.{json,csv}.
+
+    preprocess: {clahe_clip_limit, clahe_grid, fov_threshold}, the model's recipe unless the user overrode it.
+    """
     rgb = read_fundus(image_path)  # InputError for unreadable, truncated, grayscale, 16-bit, rotated input
-    fov = fov_mask(rgb, fov_threshold)
-    if fov.mean() < 0.05:
-        raise InputError(f"{image_path}: under 5 % of the image is brighter than the field-of-view threshold "
-                         f"({fov_threshold}); this does not look like a fundus photograph")
-    probability = predict_probability(model, green_clahe(rgb), fov, infer_params, device)
+    fov = checked_fov(rgb, preprocess["fov_threshold"], image_path)
+    enhanced = green_clahe(rgb, preprocess["clahe_clip_limit"], preprocess["clahe_grid"])
+    probability = predict_probability(model, enhanced, fov, infer_params, device)
     stem, masks, lesions = Path(image_path).stem, {}, []
     for lesion, channel in zip(config["lesions"], probability):
-        channel = np.where(fov, channel, 0.0).astype(np.float32)  # nothing outside the field of view is a lesion
         quantised = to_uint8(channel)
         masks[lesion] = quantised / 255.0 >= threshold  # the map as written decides, so files and lists agree
         write_png(out_dir / f"{stem}_{lesion}_probability.png", quantised)

@@ -1,6 +1,7 @@
 """Preprocessing: green channel, CLAHE, field-of-view mask; native resolution throughout."""
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -10,18 +11,22 @@ import numpy as np
 from PIL import Image
 
 from .datasets import Record
+from .fileio import InputError, read_fundus, read_mask, sha256_file, write_png
+
+# The method's preprocessing, for checkpoints that carry no recipe; the pipeline's come from params.yaml.
+DEFAULTS = {"clahe_clip_limit": 2.0, "clahe_grid": 8, "fov_threshold": 15}
 PHASH_SIZE = 16  # 256 bits: with 64, distinct IDRiD eyes came as close as 6 while duplicates reached 8
+log = logging.getLogger(__name__)
 
-from .io import InputError, read_fundus, read_mask, sha256_file, write_png
 
-
-def green_clahe(rgb: np.ndarray, clip_limit: float = 2.0, grid: int = 8) -> np.ndarray:
+def green_clahe(rgb: np.ndarray, clip_limit: float = DEFAULTS["clahe_clip_limit"],
+                grid: int = DEFAULTS["clahe_grid"]) -> np.ndarray:
     """CLAHE of the green channel: uint8 RGB (H, W, 3) -> uint8 (H, W), same size."""
     clahe = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(grid, grid))
     return clahe.apply(np.ascontiguousarray(rgb[..., 1]))
 
 
-def fov_mask(rgb: np.ndarray, threshold: int = 15) -> np.ndarray:
+def fov_mask(rgb: np.ndarray, threshold: int = DEFAULTS["fov_threshold"]) -> np.ndarray:
     """Field of view, bool (H, W): the largest bright region of the red channel, holes filled."""
     red = cv2.medianBlur(np.ascontiguousarray(rgb[..., 0]), 5)  # JPEG noise in the black border is not fundus
     bright = (red > threshold).astype(np.uint8)
@@ -36,6 +41,15 @@ def fov_mask(rgb: np.ndarray, threshold: int = 15) -> np.ndarray:
     return filled.astype(bool)
 
 
+def checked_fov(rgb: np.ndarray, threshold: int, path) -> np.ndarray:
+    """fov_mask, refusing a frame under 5 % of which is field of view: it is no fundus photograph."""
+    fov = fov_mask(rgb, threshold)
+    if fov.mean() < 0.05:
+        raise InputError(f"{path}: under 5 % of the image is brighter than the field-of-view threshold ({threshold}); "
+                         "this does not look like a fundus photograph (or the FOV threshold is wrong)")
+    return fov
+
+
 def fov_phash(enhanced: np.ndarray, fov: np.ndarray) -> str:
     """256-bit perceptual hash (hex) of the CLAHE green image (H, W) cropped to the FOV's bounding box.
 
@@ -46,7 +60,8 @@ def fov_phash(enhanced: np.ndarray, fov: np.ndarray) -> str:
     return str(imagehash.phash(Image.fromarray(np.ascontiguousarray(crop)), hash_size=PHASH_SIZE))
 
 
-def image_phash(path, clip_limit: float = 2.0, grid: int = 8, fov_threshold: int = 15) -> str:
+def image_phash(path, clip_limit: float = DEFAULTS["clahe_clip_limit"], grid: int = DEFAULTS["clahe_grid"],
+                fov_threshold: int = DEFAULTS["fov_threshold"]) -> str:
     """fov_phash of a fundus file, preprocessed as the pipeline does."""
     rgb = read_fundus(path)
     return fov_phash(green_clahe(rgb, clip_limit, grid), fov_mask(rgb, fov_threshold))
@@ -57,18 +72,15 @@ def preprocess_record(record: Record, out_dir: Path, lesions: list[str], clip_li
     """Write <id>.png (CLAHE green), <id>_fov.png and <id>_<lesion>.png under out_dir; return the fingerprint."""
     rgb = read_fundus(record.image_path)
     shape = rgb.shape[:2]
-    fov = fov_mask(rgb, fov_threshold)
-    if fov.mean() < 0.05:
-        raise InputError(
-            f"{record.image_path}: under 5 % of the image is brighter than the field-of-view threshold "
-            f"({fov_threshold}); this does not look like a fundus photograph (or preprocess.fov_threshold is wrong)"
-        )
-    lesion_pixels, component_areas, masks = {}, {}, {}
+    fov = checked_fov(rgb, fov_threshold, record.image_path)
+    lesion_pixels, component_areas, masks, notes = {}, {}, {}, []
     for lesion in lesions:
         path = record.masks.get(lesion)
-        masks[lesion] = read_mask(path, shape) if path is not None else np.zeros(shape, bool)
+        masks[lesion] = read_mask(path, shape, notes) if path is not None else np.zeros(shape, bool)
         lesion_pixels[lesion] = int(masks[lesion].sum())
         component_areas[lesion] = component_areas_px(masks[lesion])
+    for note in notes:
+        log.warning("%s", note)
     enhanced = green_clahe(rgb, clip_limit, grid)
     # write everything only after every input has validated, so a bad mask leaves no partial image set
     write_png(out_dir / f"{record.image_id}.png", enhanced)

@@ -38,7 +38,7 @@ def record_block(record: Path) -> str:
     import json
 
     ma = json.loads((record / "metrics" / "domains" / "idrid_val.json").read_text())["lesions"]["MA"]
-    from .io import load_params
+    from .fileio import load_params
 
     train = json.loads((record / "metrics" / "train.json").read_text())
     cfg = load_params("train", record / "params.yaml")
@@ -72,7 +72,7 @@ def replace_block(text: str, begin: str, end: str, block: str, readme: Path) -> 
 def update(readme: Path = Path("README.md"), metrics: Path = Path("metrics"),
            record: Path = Path("results/idrid-ma")) -> None:
     """Replace README.md's results block (and the real-IDRiD record's, when the record has metrics) in place."""
-    from .io import write_text
+    from .fileio import write_text
 
     text = replace_block(readme.read_text(), BEGIN, END, results_block(metrics), readme)
     if (record / "metrics" / "domains" / "idrid_val.json").is_file():

@@ -21,7 +21,7 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
-from .io import InputError, sha256_file, staged_folder
+from .fileio import InputError, sha256_file, staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -297,3 +297,19 @@ def materialise(entry: dict, dest: Path, downloads: Path, limits: Limits = Limit
     if expected and sha256_file(path) != expected:
         raise InputError(f"{path}: sha256 does not match download.datasets sha256 ({expected}); re-download it")
     return extract(path, dest, limits)
+
+
+def local_sources(params: dict, project: Path) -> list[str]:
+    """The download sources that are files or folders (not URLs, not `synthetic`), as paths relative to the
+    project folder (absolute when outside it): the download stage's data dependencies in dvc.yaml."""
+    paths = []
+    for entry in params["download"]["datasets"]:
+        source = str(entry["source"])
+        if source == "synthetic" or is_url(source):
+            continue
+        expanded = os.path.expanduser(os.path.expandvars(source))
+        if "$" in expanded:
+            raise InputError(f"download source '{source}': an environment variable in it is not set; set it, or "
+                             "write the path out, before `micropatch pipeline`")
+        paths.append(expanded if os.path.isabs(expanded) else os.path.relpath(project / expanded, project))
+    return sorted(set(paths))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import InputError, write_text
+from .fileio import InputError, write_text
 
 MANIFEST_COLUMNS = ("dataset", "image_id", "patient_key", "split", "official_split", "sha256", "phash",
                     "height", "width", "lesion_bearing", "source")
@@ -37,7 +37,7 @@ def choose_val_groups(groups: list[str], positive: set[str], val_fraction: float
     return set(chosen)
 
 
-def merge_duplicate_groups(pool: list[dict], group_of: dict[int, str]) -> dict[int, str]:
+def merge_duplicate_groups(pool: list[dict], group_of: dict[int, str], phash_threshold: int) -> dict[int, str]:
     """Union of patient groups linked by identical bytes or near-duplicate images: row index -> merged group."""
     from .audit import near_duplicate_pairs
 
@@ -48,7 +48,7 @@ def merge_duplicate_groups(pool: list[dict], group_of: dict[int, str]) -> dict[i
             g = parent[g] = parent[parent[g]]
         return g
 
-    links = [(i, j) for i, j, _ in near_duplicate_pairs(pool)]
+    links = [(i, j) for i, j, _ in near_duplicate_pairs(pool, phash_threshold)]
     first_with = {}
     for i, row in enumerate(pool):
         links.append((first_with.setdefault(row["sha256"], i), i))
@@ -60,12 +60,17 @@ def merge_duplicate_groups(pool: list[dict], group_of: dict[int, str]) -> dict[i
 
 
 def assign_splits(fingerprints: list[dict], train_on: list[str], val_fraction: float, seed: int,
-                  patient_keys: dict[str, str] | None = None, merge_near_duplicates: bool = True) -> list[dict]:
+                  patient_keys: dict[str, str] | None = None, merge_near_duplicates: bool = True,
+                  phash_threshold: int | None = None) -> list[dict]:
     """Manifest rows: train-role images split train/val by patient, official test images and other datasets 'test'.
 
-    With merge_near_duplicates, images with identical bytes or near-identical fundus join one patient group, so
-    unlabelled duplicates of one eye never straddle train and val.
+    With merge_near_duplicates, images with identical bytes or near-identical fundus (within phash_threshold
+    bits: the audit's own threshold, params `audit.phash_threshold`) join one patient group, so unlabelled
+    duplicates of one eye never straddle train and val.
     """
+    from .audit import PHASH_THRESHOLD
+
+    phash_threshold = PHASH_THRESHOLD if phash_threshold is None else phash_threshold
     rows = []
     for fp in fingerprints:
         row = {k: fp[k] for k in ("dataset", "image_id", "patient_key", "official_split", "sha256", "phash",
@@ -78,7 +83,7 @@ def assign_splits(fingerprints: list[dict], train_on: list[str], val_fraction: f
                   key=lambda r: (r["dataset"], r["image_id"]))
     group_of = {i: f"{r['dataset']}\x00{r['patient_key']}" for i, r in enumerate(pool)}
     if merge_near_duplicates:
-        group_of = merge_duplicate_groups(pool, group_of)
+        group_of = merge_duplicate_groups(pool, group_of, phash_threshold)
     groups = sorted(set(group_of.values()))
     positive = {group_of[i] for i, r in enumerate(pool) if r["lesion_bearing"]}
     val = choose_val_groups(groups, positive, val_fraction, seed)

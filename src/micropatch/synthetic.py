@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .io import atomic_path
+from .fileio import atomic_path
 
 LESIONS = ("MA", "HE", "EX", "SE")
 
@@ -163,11 +163,30 @@ IDRID_LESION_FOLDERS = {"MA": "1. Microaneurysms", "HE": "2. Haemorrhages", "EX"
                         "SE": "4. Soft Exudates"}
 
 
-def _save_mask_png(path: Path, mask: np.ndarray) -> None:
-    """e-ophtha style annotation: 8-bit PNG, 255 inside each MA and 200 on its outline (SPEC: values {0,200,255})."""
+# The label-value sets of the official e-ophtha MA annotations (of 148 PNGs: 89 {0,200,255}, 53 {0,255},
+# 5 {0,200}, 1 with stray levels {0,200,239,247,255}); the synthetic set cycles through all four.
+EOPHTHA_MASK_STYLES = ("outlined", "filled", "outline_only", "stray_levels")
+EOPHTHA_STRAY_LEVELS = (239, 247)
+
+
+def _save_mask_png(path: Path, mask: np.ndarray, style: str = "outlined") -> None:
+    """e-ophtha style annotation, 8-bit PNG: 255 inside each MA, 200 on its outline, as the release has them.
+
+    style: `outlined` {0,200,255}; `filled` {0,255}; `outline_only` {0,200}; `stray_levels` adds 2 pixels each of
+    239 and 247 inside lesions, as one official file (E0008389/C0000887.png) has.
+    """
     outline = mask & ~cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    values = np.where(mask, 255, 0).astype(np.uint8)
+    if style in ("outlined", "stray_levels"):
+        values[outline] = 200
+    elif style == "outline_only":
+        values[mask] = 200
+    if style == "stray_levels":
+        inside = np.argwhere(values == 255)
+        for k, (y, x) in enumerate(inside[np.linspace(0, len(inside) - 1, 4).astype(int)] if len(inside) else []):
+            values[y, x] = EOPHTHA_STRAY_LEVELS[k % 2]
     with atomic_path(path) as tmp:
-        Image.fromarray(np.where(outline, 200, np.where(mask, 255, 0)).astype(np.uint8)).save(tmp, format="PNG")
+        Image.fromarray(values).save(tmp, format="PNG")
 
 
 def _lesion_free(spec: SyntheticSpec) -> SyntheticSpec:
@@ -216,7 +235,9 @@ def write_ddr_layout(root: Path, n_images: int, seed: int, spec: SyntheticSpec =
         _save_jpeg(seg / split / "image" / f"{image_id}.jpg", rgb, spec.jpeg_quality)
         for lesion in LESIONS:
             with atomic_path(seg / split / DDR_SPLITS[split] / lesion / f"{image_id}.tif") as tmp:
-                Image.fromarray(masks[lesion].astype(np.uint8) * 255).save(tmp, format="TIFF")
+                # deflate keeps the shipped default small (data/store); the adapter reads any TIFF compression
+                Image.fromarray(masks[lesion].astype(np.uint8) * 255).save(tmp, format="TIFF",
+                                                                           compression="tiff_adobe_deflate")
         ids.append(image_id)
     return ids
 
@@ -225,12 +246,13 @@ def write_eophtha_layout(root: Path, n_images: int, seed: int, spec: SyntheticSp
     """Write n images in e-ophtha MA's layout (e_optha_MA/{MA,Annotation_MA,healthy}/<patient>/) under root.
 
     Three images per patient folder; every third patient is healthy (no annotation files); extensions alternate
-    between .jpg and .JPG, and a stray Thumbs.db sits in the first patient folder, as in the official release.
+    between .jpg and .JPG, a stray Thumbs.db sits in the first patient folder, and the annotations cycle through
+    the release's four label-value sets (EOPHTHA_MASK_STYLES), as in the official release.
     """
     from tqdm import tqdm
 
     top = Path(root) / "e_optha_MA"
-    ids = []
+    ids, annotated = [], set()
     for index in tqdm(range(n_images), desc="synthetic e-ophtha", unit="img", leave=False):
         patient_index = index // 3
         patient = f"E{404 + patient_index:07d}"
@@ -240,7 +262,9 @@ def write_eophtha_layout(root: Path, n_images: int, seed: int, spec: SyntheticSp
         suffix = ".JPG" if index % 2 else ".jpg"
         _save_jpeg(top / ("healthy" if healthy else "MA") / patient / f"{image_id}{suffix}", rgb, spec.jpeg_quality)
         if not healthy:
-            _save_mask_png(top / "Annotation_MA" / patient / f"{image_id}.png", masks["MA"])
+            style = EOPHTHA_MASK_STYLES[len(annotated) % len(EOPHTHA_MASK_STYLES)]
+            _save_mask_png(top / "Annotation_MA" / patient / f"{image_id}.png", masks["MA"], style)
+            annotated.add(image_id)
         ids.append(image_id)
     (top / "MA" / f"E{404:07d}" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 thumbnail cache")
     return ids

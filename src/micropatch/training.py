@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .io import InputError, atomic_path
+from .fileio import InputError, atomic_path, load_params
+from .metrics import scores
 from .model import build_model, normalise, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -50,26 +51,31 @@ class PatchDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(image)[None]), torch.from_numpy(np.ascontiguousarray(mask))
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """The train section of params.yaml."""
+    """The train section of params.yaml, which is the only place its values are written down."""
 
-    encoder: str = "resnet34"
-    encoder_weights: str | None = None
-    attention: str | None = "scse"
-    epochs: int = 2
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    dice_weight: float = 0.5
-    focal_alpha: float = 0.85
-    focal_gamma: float = 2.0
-    lr_patience: int = 2
-    lr_factor: float = 0.5
-    early_stopping_patience: int = 5
-    workers: int = 0
-    seed: int = 0
-    max_steps_per_epoch: int | None = None
+    encoder: str
+    encoder_weights: str | None
+    attention: str | None
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    dice_weight: float
+    focal_alpha: float
+    focal_gamma: float
+    lr_patience: int
+    lr_factor: float
+    early_stopping_patience: int
+    workers: int
+    seed: int
+    max_steps_per_epoch: int | None
+
+    @classmethod
+    def from_params(cls, path: str | Path = "params.yaml", **overrides) -> "TrainConfig":
+        """params.yaml's `train` section, with overrides (tests and benchmarks shorten a run this way)."""
+        return cls(**(load_params("train", path) | overrides))
 
 
 def make_loss(n_classes: int, cfg: TrainConfig):
@@ -82,10 +88,28 @@ def make_loss(n_classes: int, cfg: TrainConfig):
     return lambda logits, target: cfg.dice_weight * dice(logits, target) + (1 - cfg.dice_weight) * focal(logits, target)
 
 
+def train_step(model, optimizer, scaler, loss_fn, images, masks, device) -> float:
+    """One optimisation step on a uint8-valued (N, 1, S, S) batch and its (N, L, S, S) masks; returns the loss.
+
+    The training loop, the golden-weights probe (tests/test_compute.py) and benchmarks/train.py all run this.
+    """
+    images = normalise(images.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+    masks = masks.to(device, non_blocking=True)
+    with torch.autocast(device.type, enabled=device.type == "cuda"):
+        loss = loss_fn(model(images).float(), masks)
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"loss became {loss.item()}")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item()
+
+
 def evaluate_patches(model, loader, loss_fn, device) -> tuple[float, float]:
     """(mean loss, pooled Dice at 0.5) over a patch loader."""
     model.eval()
-    tp = fp = fn = 0.0
+    tp = fp = fn = 0
     losses = []
     with torch.inference_mode():
         for images, masks in loader:
@@ -96,16 +120,30 @@ def evaluate_patches(model, loader, loss_fn, device) -> tuple[float, float]:
             losses.append(loss_fn(logits.float(), masks).item())
             pred = logits > 0  # sigmoid(logit) > 0.5
             truth = masks > 0.5
-            tp += float((pred & truth).sum())
-            fp += float((pred & ~truth).sum())
-            fn += float((~pred & truth).sum())
-    dice = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) > 0 else 1.0
-    return float(np.mean(losses)) if losses else float("nan"), dice
+            tp += int((pred & truth).sum())
+            fp += int((pred & ~truth).sum())
+            fn += int((~pred & truth).sum())
+    return mean(losses), scores(tp, fp, fn)["dice"]
+
+
+def mean(values: list[float]) -> float:
+    """Correctly rounded mean (math.fsum), so it does not depend on a summation order; NaN when empty."""
+    return math.fsum(values) / len(values) if values else math.nan
+
+
+def state_dict_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a model's weights (the best epoch's, kept with the resume state)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def train(train_dir: Path, val_dir: Path, lesions: list[str], cfg: TrainConfig, model_path: Path,
-          state_path: Path, fingerprint: str, on_epoch=None) -> dict:
-    """Train to model_path (best val Dice); resume from state_path when its fingerprint matches."""
+          state_path: Path, fingerprint: str, recipe: dict | None = None, on_epoch=None) -> dict:
+    """Train; write the best val-Dice weights to model_path when training ends.
+
+    state_path holds everything a resume needs, the best weights so far included, so DVC deleting model_path
+    before a rerun loses nothing. It is used only when its fingerprint (params and data) matches. recipe: what the
+    model file carries besides its architecture (preprocessing, windows, data hash; see stages/train.py).
+    """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     model = build_model(len(lesions), cfg.encoder, cfg.encoder_weights, cfg.attention)
@@ -115,6 +153,7 @@ def train(train_dir: Path, val_dir: Path, lesions: list[str], cfg: TrainConfig, 
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
     loss_fn = make_loss(len(lesions), cfg)
     state = {"epoch": 0, "best_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    best_weights = state_dict_copy(model)
     if state_path.is_file():
         try:
             saved = torch.load(state_path, map_location=device, weights_only=True)
@@ -127,6 +166,7 @@ def train(train_dir: Path, val_dir: Path, lesions: list[str], cfg: TrainConfig, 
             scheduler.load_state_dict(saved["scheduler"])
             scaler.load_state_dict(saved["scaler"])
             torch.set_rng_state(saved["torch_rng"])
+            best_weights = {k: v.cpu() for k, v in saved["best_model"].items()}
             state = saved["progress"]
             log.info("resuming from %s after epoch %d", state_path, state["epoch"])
         else:
@@ -136,7 +176,6 @@ def train(train_dir: Path, val_dir: Path, lesions: list[str], cfg: TrainConfig, 
     val_set = PatchDataset(val_dir, augment=False, seed=cfg.seed)
     pin = device.type == "cuda"
     val_loader = DataLoader(val_set, batch_size=2 * cfg.batch_size, num_workers=cfg.workers, pin_memory=pin)
-    config = {"lesions": list(lesions), "encoder": cfg.encoder, "attention": cfg.attention}
 
     while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.early_stopping_patience:
         epoch = state["epoch"] + 1
@@ -148,38 +187,35 @@ def train(train_dir: Path, val_dir: Path, lesions: list[str], cfg: TrainConfig, 
         model.train()
         started, losses = time.perf_counter(), []
         for images, masks in tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False):
-            images = normalise(images.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-            masks = masks.to(device, non_blocking=True)
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
-                loss = loss_fn(model(images).float(), masks)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} in epoch {epoch}; kept the last good checkpoint {state_path} "
-                    "(lower train.lr, or check the patch set for corrupt values)")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            losses.append(loss.item())
+            try:
+                losses.append(train_step(model, optimizer, scaler, loss_fn, images, masks, device))
+            except TrainingDiverged as err:
+                raise TrainingDiverged(f"{err} in epoch {epoch}; kept the last good checkpoint {state_path} "
+                                       "(lower train.lr, or check the patch set for corrupt values)") from None
         val_loss, val_dice = evaluate_patches(model, val_loader, loss_fn, device)
         scheduler.step(val_dice)
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "val_dice": val_dice,
+        row = {"epoch": epoch, "train_loss": mean(losses), "val_loss": val_loss, "val_dice": val_dice,
                "lr": optimizer.param_groups[0]["lr"]}  # no timings here: metrics must repeat exactly
         state["history"].append(row)
         state["epoch"] = epoch
         if val_dice > state["best_dice"]:
             state.update(best_dice=val_dice, best_epoch=epoch, bad_epochs=0)
-            save_checkpoint(model_path, model, config | {"epoch": epoch, "val_dice": val_dice})
+            best_weights = state_dict_copy(model)
         else:
             state["bad_epochs"] += 1
-        with atomic_path(state_path) as tmp:  # written after the best model, so a resume never loses it
+        with atomic_path(state_path) as tmp:
             torch.save({"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                        "torch_rng": torch.get_rng_state(), "progress": state}, tmp)
+                        "torch_rng": torch.get_rng_state(), "best_model": best_weights, "progress": state}, tmp)
         log.info("epoch %d: train loss %.4f, val loss %.4f, val Dice %.4f (%.0f s)", epoch, row["train_loss"],
                  val_loss, val_dice, time.perf_counter() - started)
         if on_epoch:
             on_epoch(state["history"])
+
+    model.load_state_dict(best_weights)
+    config = (recipe or {}) | {"lesions": list(lesions), "encoder": cfg.encoder, "attention": cfg.attention,
+                               "epoch": state["best_epoch"], "val_dice": state["best_dice"]}
+    save_checkpoint(model_path, model, config)
     return {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_val_dice": state["best_dice"],
             "stopped_early": state["epoch"] < cfg.epochs, "history": state["history"],
             "train_patches": len(train_set), "val_patches": len(val_set), "device": device.type,

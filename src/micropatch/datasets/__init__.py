@@ -5,7 +5,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..io import InputError
+from ..fileio import InputError
 
 log = logging.getLogger(__name__)
 

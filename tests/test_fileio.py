@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from micropatch.io import InputError, atomic_path, read_fundus, read_mask
+from micropatch.fileio import InputError, atomic_path, read_fundus, read_mask
 
 
 def save(path, array, **kw):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..io import InputError, read_fundus, read_mask
+from ..fileio import InputError, read_fundus, read_mask
 from . import LESIONS, adapter, load_records
 
 
@@ -15,7 +15,7 @@ def inspect_root(adapter_name: str, root: Path) -> dict:
 
     Every image and mask is decoded, so truncated files and masks of the wrong size are found here.
     """
-    report, problems = {"adapter": adapter_name, "root": str(root)}, []
+    report, problems, notes = {"adapter": adapter_name, "root": str(root)}, [], []
     try:
         report["dataset_root"] = str(adapter(adapter_name).resolve_root(Path(root)))
         records = load_records(adapter_name, root, adapter_name, problems)
@@ -35,7 +35,7 @@ def inspect_root(adapter_name: str, root: Path) -> dict:
                 continue
             masks[lesion] += 1
             try:
-                empty[lesion] += int(not read_mask(path, (height, width)).any())
+                empty[lesion] += int(not read_mask(path, (height, width), notes).any())
             except InputError as err:
                 problems.append(str(err))
     by_lesion = lambda counter: {lesion: counter[lesion] for lesion in LESIONS}  # noqa: E731
@@ -48,6 +48,7 @@ def inspect_root(adapter_name: str, root: Path) -> dict:
         "empty_masks": by_lesion(empty),
         "absent_by_documentation": by_lesion(absent),  # no mask file, and the dataset says: no such lesion
         "not_annotated": {lesion: sum(lesion not in r.masks for r in records) for lesion in LESIONS},
+        "notes": notes,  # accepted quirks, such as a label map with a few stray values
         "problems": problems,
         "ok": not problems,
     }

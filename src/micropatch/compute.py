@@ -1,0 +1,84 @@
+"""Compute modes: what decides the bits of a CPU training or prediction, pinned before torch makes a kernel.
+
+`reproducible` (the default of every stage that trains or predicts) gives the same bytes on every x86-64 CPU from
+AVX2 up, whatever its core count: measured on an AVX-512 EPYC, each of these changed the weights of a seeded
+3-step training when left free (benchmarks/compute.py and tests/test_compute.py):
+
+- oneDNN's convolutions. Its AVX2 kernels are brgemm kernels whose blocking comes from the CPU's cache sizes, so
+  pinning `ONEDNN_MAX_CPU_ISA=AVX2` makes one machine repeat itself, not two machines agree. So oneDNN (and
+  NNPACK, which has its own instruction-set dispatch) is switched off, and convolutions run through ATen's
+  im2col + MKL GEMM, whose code path `MKL_CBWR=AVX2,STRICT` pins (MKL's "conditional numerical reproducibility",
+  with dynamic thread adjustment off).
+- ATen's own vectorised kernels (reductions, BatchNorm, the loss): `ATEN_CPU_CAPABILITY=avx2`.
+- The number of intra-op threads, which splits every parallel reduction: fixed (`compute.threads`), not taken
+  from the machine's core count.
+- fbgemm's int8 kernels: without VNNI, AVX2 and AVX-512 multiply-add pairs of int8 products in saturating int16,
+  with VNNI they do not, so int8 maps depend on the CPU generation: `FBGEMM_ENABLE_INSTRUCTIONS=AVX2` everywhere.
+
+`fast` leaves every library to pick its fastest path for the machine: about twice the training speed here, the
+same bits only on the same kind of machine. On a GPU neither mode promises bit identity across machines.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+MODES = ("reproducible", "fast")
+DEFAULT_THREADS = 2
+# Read by the libraries when they initialise, so they must be in the environment before torch is imported.
+REPRODUCIBLE_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "AVX2,STRICT",
+    "MKL_DYNAMIC": "FALSE",
+    "OMP_DYNAMIC": "FALSE",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+}
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class ComputeModeError(RuntimeError):
+    """The compute mode cannot be applied (torch was imported first under another environment)."""
+
+
+def settings(mode: str = "reproducible", threads: int = DEFAULT_THREADS) -> dict:
+    """The environment and library switches a mode sets: recorded in the model's metadata and in train.json."""
+    if mode not in MODES:
+        raise ValueError(f"compute.mode must be one of {MODES}, got {mode!r}")
+    if mode == "fast":
+        return {"mode": "fast"}
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"compute.threads must be a positive integer, got {threads!r}")
+    env = REPRODUCIBLE_ENV | {name: str(threads) for name in THREAD_ENV}
+    return {"mode": mode, "threads": threads, "env": env, "mkldnn": False, "nnpack": False}
+
+
+def configure(mode: str = "reproducible", threads: int = DEFAULT_THREADS) -> dict:
+    """Apply a compute mode to this process and return its settings; call it before anything imports torch.
+
+    The environment half only works before torch is imported; if torch is already loaded under a different
+    environment the bits would silently not be pinned, so that is refused.
+    """
+    applied = settings(mode, threads)
+    if mode == "reproducible":
+        wrong = {k: os.environ.get(k) for k, v in applied["env"].items() if os.environ.get(k) != v}
+        if wrong and "torch" in sys.modules:
+            raise ComputeModeError(
+                f"compute mode 'reproducible' must be configured before torch is imported (the environment has "
+                f"{wrong}); call micropatch.compute.configure() first, or run in a fresh process")
+        os.environ.update(applied["env"])
+    import torch
+
+    if mode == "reproducible":
+        torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = False
+        torch.backends.nnpack.set_flags(False)
+    return applied
+
+
+def configure_from_params(path: str = "params.yaml") -> dict:
+    """configure() with params.yaml's `compute` section (mode, threads); the defaults when it has none."""
+    from .fileio import load_params
+
+    params = load_params(path=path).get("compute") or {}
+    return configure(params.get("mode", "reproducible"), params.get("threads", DEFAULT_THREADS))

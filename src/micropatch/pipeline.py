@@ -1,0 +1,181 @@
+"""`micropatch pipeline`: writes a project's dvc.yaml from its params.yaml and the stage scripts' imports.
+
+One generator serves the root project and every record under results/: each gets a real dvc.yaml (DVC cannot
+follow a symlinked one inside a git revision, so `dvc metrics diff REV` needs real files). Two facts come from
+the code and the params, never from hand edits:
+- each stage's code dependencies: its script plus every micropatch module it imports, transitively (read from
+  the AST, function-local imports included), so an edit to any module a stage runs makes `dvc status` report it;
+- the download stage's data dependencies: the local folders and archives named as sources in params.yaml. URL
+  sources are pinned by their sha256 and `synthetic` ones by their params, so `data/sources` need not exist.
+Every path is named once here and handed to the stage scripts as arguments. tests/test_pipeline_file.py fails
+when a committed dvc.yaml differs from what this writes.
+"""
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import yaml
+
+from .fileio import load_params, write_text
+from .sources import local_sources
+
+PACKAGE = Path(__file__).resolve().parent
+REPO = PACKAGE.parents[1]
+STAGES = REPO / "stages"
+HEADER = ("# Written by `micropatch pipeline` from params.yaml and the stage scripts' imports: do not edit by hand\n"
+          "# (rerun `micropatch pipeline` after changing download sources or a stage's imports; CI checks it).\n")
+
+# Paths inside a project, each named once.
+SOURCES_DIR = "data/sources"
+RAW = "data/raw"
+DOWNLOADS = "data/downloads"
+PREPROCESSED = "data/preprocessed"
+MANIFEST = "data/splits/manifest.csv"
+PATCHES = "data/patches"
+MODEL = "data/model/model.safetensors"
+TRAIN_STATE = "data/train_state/last.pt"   # outside DVC's outputs: DVC deletes outputs before a rerun
+PREDICTIONS = "data/predictions"
+METRICS = "metrics"
+PLOTS = "metrics/plots"
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of a micropatch module name ('micropatch.fileio'), or None for other packages."""
+    if name != "micropatch" and not name.startswith("micropatch."):
+        return None
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def imported_modules(path: Path, package: str | None) -> set[str]:
+    """Fully qualified micropatch module names a file imports anywhere in its body (relative ones resolved)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                stem = ".".join(base + ([node.module] if node.module else []))
+            else:
+                stem = node.module
+            names.add(stem)
+            names.update(f"{stem}.{alias.name}" for alias in node.names)  # `from . import x` imports module x
+    return {n for n in names if (f := module_file(n)) is not None and f.is_file()}
+
+
+def code_deps(script: Path) -> list[Path]:
+    """The script and every micropatch source file it imports, transitively (package __init__ files included)."""
+    files, todo = {script}, [(script, None)]
+    while todo:
+        path, package = todo.pop()
+        for name in imported_modules(path, package):
+            parts = name.split(".")
+            for k in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+                file = module_file(".".join(parts[:k]))
+                if file is not None and file.is_file() and file not in files:
+                    files.add(file)
+                    is_package = file.name == "__init__.py"
+                    todo.append((file, ".".join(parts[:k]) if is_package else ".".join(parts[:k - 1])))
+    return sorted(files)
+
+
+def stage(script: str, project: Path, code: Path, args: list[str] = (), deps: list[str] = (), params: list = (),
+          outs: list = (), metrics: list = (), plots: list = ()) -> dict:
+    """One stage entry: cmd with arguments, code deps relative to the project, then data deps and the rest.
+
+    code: the checkout whose stages/ and src/ the project runs (this repository, or a copy of it).
+    """
+    path = STAGES / f"{script}.py"
+    rel = lambda p: os.path.relpath(code / Path(p).relative_to(REPO), project)  # noqa: E731
+    entry = {"cmd": " ".join(["python", rel(path), *args]),
+             "deps": list(deps) + [rel(p) for p in code_deps(path)]}
+    for key, value in (("params", params), ("outs", outs), ("metrics", metrics), ("plots", plots)):
+        if value:
+            entry[key] = list(value)
+    return entry
+
+
+def untracked(path: str) -> dict:
+    """An output kept in git rather than the DVC cache (metrics, manifests, figures)."""
+    return {path: {"cache": False}}
+
+
+def pipeline(project: Path, code: Path = REPO) -> dict:
+    """The dvc.yaml mapping of a project folder (one holding params.yaml) running the code of `code`."""
+    params = load_params(path=project / "params.yaml")
+    domains = list(params["roles"]["test_on"])
+    compute = ["compute"] if "compute" in params else []
+    stages = {
+        "download": stage("download", project, code, ["--params params.yaml", f"--out {RAW}", f"--downloads {DOWNLOADS}"],
+                          deps=local_sources(params, project), params=["download"], outs=[RAW]),
+        "preprocess": stage("preprocess", project, code, [f"--raw {RAW}", f"--out {PREPROCESSED}",
+                                                    f"--summary {METRICS}/datasets.json"],
+                            deps=[RAW], params=["preprocess"], outs=[PREPROCESSED],
+                            metrics=[untracked(f"{METRICS}/datasets.json")]),
+        "patient-split": stage("patient_split", project, code, [f"--preprocessed {PREPROCESSED}", f"--out {MANIFEST}"],
+                               deps=[PREPROCESSED], params=["lesions", "split", "roles.train_on",
+                                                            "audit.phash_threshold"],
+                               outs=[untracked(MANIFEST)]),
+        "patchify": stage("patchify", project, code, [f"--manifest {MANIFEST}", f"--preprocessed {PREPROCESSED}",
+                                                f"--out {PATCHES}"],
+                          deps=[MANIFEST, PREPROCESSED], params=["lesions", "patchify"], outs=[PATCHES]),
+        "audit": stage("audit", project, code, [f"--manifest {MANIFEST}", f"--patches {PATCHES}", f"--out {METRICS}"],
+                       deps=[MANIFEST, PATCHES], params=["audit"], outs=[untracked(f"{METRICS}/leakage_report.md")],
+                       metrics=[untracked(f"{METRICS}/leakage.json")]),
+        "train": stage("train", project, code, [f"--patches {PATCHES}", f"--manifest {MANIFEST}", f"--model {MODEL}",
+                                          f"--state {TRAIN_STATE}", f"--history {METRICS}/train_history.tsv",
+                                          f"--summary {METRICS}/train.json"],
+                       deps=[f"{METRICS}/leakage.json", PATCHES, MANIFEST],  # a leak stops the pipeline here
+                       params=["lesions", "train", "preprocess", "patchify", *compute],
+                       outs=[MODEL, untracked(f"{METRICS}/train_history.tsv")],
+                       metrics=[untracked(f"{METRICS}/train.json")]),
+        "infer": {"foreach": domains, "do": stage(
+            "infer", project, code, ["${item}", f"--model {MODEL}", f"--manifest {MANIFEST}",
+                               f"--preprocessed {PREPROCESSED}", f"--out {PREDICTIONS}/${{item}}"],
+            deps=[MODEL, MANIFEST, PREPROCESSED], params=["infer", "roles.test_on.${item}", *compute],
+            outs=[f"{PREDICTIONS}/${{item}}"])},
+        "score": stage("score", project, code, [f"--predictions {PREDICTIONS}", f"--preprocessed {PREPROCESSED}",
+                                          f"--manifest {MANIFEST}", f"--history {METRICS}/train_history.tsv",
+                                          f"--out {METRICS}"],
+                       deps=[f"{PREDICTIONS}/{d}" for d in domains] + [PREPROCESSED, MANIFEST, RAW,
+                                                                       f"{METRICS}/train_history.tsv"],
+                       params=["score", "roles"],
+                       outs=[untracked(PLOTS), untracked(f"{METRICS}/per_image"),
+                             untracked(f"{METRICS}/cross_domain.md"),
+                             untracked(f"{METRICS}/cross_domain.json")],  # a table: `dvc metrics` flattens lists
+                       metrics=[untracked(f"{METRICS}/domains")]),
+    }
+    plots = [
+        {f"{PLOTS}/pr": {"template": "simple", "x": "recall", "y": "precision"}},
+        {f"{PLOTS}/froc": {"template": "simple", "x": "fps_per_image", "y": "sensitivity"}},
+        f"{PLOTS}/curves.png", f"{PLOTS}/training.png", f"{PLOTS}/cross_domain.png", f"{PLOTS}/panels",
+        {"training curves": {"template": "linear", "x": "epoch",
+                             "y": {f"{METRICS}/train_history.tsv": ["train_loss", "val_loss", "val_dice"]}}},
+    ]
+    return {"stages": stages, "plots": plots}
+
+
+def render(project: Path, code: Path = REPO) -> str:
+    """dvc.yaml's text for a project folder running the code of `code` (this repository by default)."""
+    return HEADER + yaml.safe_dump(pipeline(Path(project).resolve(), Path(code).resolve()), sort_keys=False,
+                                   width=120)
+
+
+def projects() -> list[Path]:
+    """The root project and every record folder under results/ (each holds a params.yaml)."""
+    return [REPO] + sorted(p.parent for p in (REPO / "results").glob("*/params.yaml"))
+
+
+def write(project: Path) -> bool:
+    """Write a project's dvc.yaml; True when it changed."""
+    path, text = Path(project) / "dvc.yaml", render(project)
+    if path.is_symlink():
+        path.unlink()
+    if path.is_file() and path.read_text() == text:
+        return False
+    write_text(path, text)
+    return True

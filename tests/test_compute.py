@@ -1,0 +1,68 @@
+"""The reproducible compute mode: a seeded training gives committed weight bytes on any x86-64 CPU from AVX2 up."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO / "tests" / "helpers" / "golden_training.py"
+# sha256 of the checkpoint tests/helpers/golden_training.py writes in reproducible mode with 2 threads.
+# Checked on: AMD EPYC with AVX-512 (this project's machines; see README "Same bytes on every machine").
+GOLDEN_SHA256 = "4cc5cfa00fba5c6242a2380024821009275329faa5a6eb6f58714f8528f0b067"
+
+
+def golden(mode: str, tmp_path: Path, threads: int = 2, env: dict | None = None) -> str:
+    out = subprocess.run([sys.executable, str(GOLDEN), mode, str(threads), str(tmp_path / f"{mode}.safetensors")],
+                         capture_output=True, text=True, env=env or dict(os.environ), check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def cpu_flags() -> set[str]:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+
+
+def test_seeded_training_gives_the_committed_weights(tmp_path):
+    assert golden("reproducible", tmp_path) == GOLDEN_SHA256
+
+
+def test_committed_weights_hold_with_opencv_and_numpy_kernels_switched_down(tmp_path):
+    """Another machine's libraries pick other kernels: none of that may reach the weights."""
+    env = dict(os.environ, OPENCV_CPU_DISABLE="AVX512_SKX,AVX2,FMA3,AVX,FP16",
+               NPY_DISABLE_CPU_FEATURES="AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX2 FMA3")
+    assert golden("reproducible", tmp_path, env=env) == GOLDEN_SHA256
+
+
+@pytest.mark.skipif("avx512f" not in cpu_flags(), reason="shows what the pin holds only on a CPU with AVX-512")
+def test_without_the_pin_the_weights_change_on_an_avx512_cpu(tmp_path):
+    """compute: fast lets oneDNN take its AVX-512 kernels, and the bytes move: the pin is what holds them."""
+    assert golden("fast", tmp_path) != GOLDEN_SHA256
+
+
+def test_thread_count_is_part_of_the_pin(tmp_path):
+    """One thread splits reductions differently: which is why the mode fixes the count, not the machine."""
+    assert golden("reproducible", tmp_path, threads=1) != GOLDEN_SHA256
+
+
+def test_configure_refuses_when_torch_was_imported_first():
+    code = ("import torch, os; os.environ.pop('ATEN_CPU_CAPABILITY', None)\n"
+            "from micropatch import compute\n"
+            "try:\n    compute.configure('reproducible')\nexcept compute.ComputeModeError as e:\n    print('refused', e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("refused") and "before torch is imported" in out
+
+
+def test_settings_are_recorded_and_validated():
+    from micropatch import compute
+
+    settings = compute.settings("reproducible", 2)
+    assert settings["env"]["MKL_CBWR"] == "AVX2,STRICT" and settings["env"]["OMP_NUM_THREADS"] == "2"
+    assert settings["mkldnn"] is False and json.loads(json.dumps(settings)) == settings
+    assert compute.settings("fast") == {"mode": "fast"}
+    with pytest.raises(ValueError, match="compute.mode"):
+        compute.settings("turbo")
+    with pytest.raises(ValueError, match="threads"):
+        compute.settings("reproducible", 0)
