@@ -3,14 +3,18 @@ against fast, as ratios measured in one run (each mode in its own process, one a
 
 Training: benchmarks/train.py (the real train_step, batch 16) in each mode. Inference: paper mode (fp32, and int8)
 over a real IDRiD frame ($MICROPATCH_IDRID, else a synthetic 4288x2848 frame) with a seeded model; speed does not
-depend on the weights in paper mode. --quick: 8 training steps and a 1024x1024 crop.
+depend on the weights in paper mode. Agreement: with the default pipeline's trained model (when `make run` has
+made it), the paper-mode maps of its val images in fp32 and int8, compared across the modes and with fbgemm's
+int8 kernels forced to AVX2 or AVX-512 VNNI. --quick: 8 training steps, a 512x512 crop, one val image.
 Prints a line per measurement and, last, one JSON object.
 """
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,11 +36,38 @@ def frame(quick: bool):
 
         rgb, name = synth_fundus(0, SyntheticSpec(width=4288, height=2848))[0], "synthetic 4288x2848"
     image, fov = green_clahe(rgb), fov_mask(rgb)
-    return (image[:1024, 1600:2624], fov[:1024, 1600:2624], name + " crop 1024x1024") if quick else (image, fov, name)
+    if quick:
+        top, left = image.shape[0] // 2 - 256, image.shape[1] // 2 - 256
+        return image[top:top + 512, left:left + 512], fov[top:top + 512, left:left + 512], name + " crop 512x512"
+    return image, fov, name
 
 
-def child(mode: str, quick: bool) -> dict:
-    """One mode's inference timings, in this process."""
+def trained_maps(quick: bool) -> dict:
+    """uint8 paper-mode maps (fp32, int8) of the default pipeline's model on its val images; {} without one."""
+    from micropatch.inference import DEFAULTS, predict_probability, to_uint8
+    from micropatch.fileio import read_png
+    from micropatch.model import load_checkpoint
+    from micropatch.split import read_manifest
+
+    repo = HERE.parent
+    if not (repo / "data/model/model.safetensors").is_file():
+        return {}
+    model, _ = load_checkpoint(repo / "data/model/model.safetensors")
+    rows = [r for r in read_manifest(repo / "data/splits/manifest.csv") if r["split"] == "val"][:1 if quick else None]
+    maps = {}
+    for row in rows:
+        folder = repo / "data/preprocessed" / row["dataset"]
+        image, fov = read_png(folder / f"{row['image_id']}.png"), read_png(folder / f"{row['image_id']}_fov.png") > 0
+        for precision in ("fp32", "int8"):
+            maps[f"{row['image_id']}_{precision}"] = to_uint8(
+                predict_probability(model, image, fov, DEFAULTS | {"precision": precision}))
+    return maps
+
+
+def child(mode: str, quick: bool, maps_out: Path) -> dict:
+    """One mode's inference timings, in this process; the trained model's maps go to maps_out (npz)."""
+    import numpy as np
+
     from micropatch import compute
 
     compute.configure(mode)
@@ -53,6 +84,19 @@ def child(mode: str, quick: bool) -> dict:
         started = time.perf_counter()
         predict_probability(model, image, fov, DEFAULTS | {"mode": "paper", "precision": precision})
         out[f"paper_{precision}_s"] = round(time.perf_counter() - started, 2)
+    np.savez(maps_out, **trained_maps(quick))
+    return out
+
+
+def differing(a: Path, b: Path) -> dict:
+    """Pixels whose uint8 map differs between two runs' maps, per precision."""
+    import numpy as np
+
+    first, second = np.load(a), np.load(b)
+    out = {}
+    for precision in ("fp32", "int8"):
+        keys = [k for k in first.files if k.endswith(precision)]
+        out[precision] = int(sum((first[k] != second[k]).sum() for k in keys)) if keys else None
     return out
 
 
@@ -60,19 +104,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--child", choices=("reproducible", "fast"))
+    parser.add_argument("--maps", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.quick)))
+        print(json.dumps(child(args.child, args.quick, args.maps)))
         return
-    results = {}
+    results, quick = {}, ["--quick"] if args.quick else []
+    tmp = Path(tempfile.mkdtemp())
     for mode in ("reproducible", "fast"):
-        train = subprocess.run([sys.executable, str(HERE / "train.py"), "--compute", mode, "--steps", "16",
-                                *(["--quick"] if args.quick else [])], capture_output=True, text=True, check=True)
-        infer = subprocess.run([sys.executable, __file__, "--child", mode, *(["--quick"] if args.quick else [])],
+        train = subprocess.run([sys.executable, str(HERE / "train.py"), "--compute", mode, "--steps", "16", *quick],
+                               capture_output=True, text=True, check=True)
+        infer = subprocess.run([sys.executable, __file__, "--child", mode, "--maps", str(tmp / f"{mode}.npz"), *quick],
                                capture_output=True, text=True, check=True)
         results[mode] = json.loads(train.stdout.splitlines()[-1]) | json.loads(infer.stdout.splitlines()[-1])
         print(f"{mode}: training {results[mode]['patches_per_s']:.1f} patches/s; paper inference on "
               f"{results[mode]['frame']}: fp32 {results[mode]['paper_fp32_s']} s, int8 {results[mode]['paper_int8_s']} s")
+    for isa in ("AVX2", "AVX512_E1"):  # fbgemm's int8 kernels forced, in fast mode: without and with VNNI
+        subprocess.run([sys.executable, __file__, "--child", "fast", "--maps", str(tmp / f"fast_{isa}.npz"), *quick],
+                       capture_output=True, text=True, check=True, env=dict(os.environ, FBGEMM_ENABLE_INSTRUCTIONS=isa))
+    results["pixels_differing"] = {
+        "reproducible_vs_fast": differing(tmp / "reproducible.npz", tmp / "fast.npz"),
+        "fbgemm_avx2_vs_avx512_vnni": differing(tmp / "fast_AVX2.npz", tmp / "fast_AVX512_E1.npz")}
+    shutil.rmtree(tmp)
+    print(f"trained model's val maps, pixels differing: {results['pixels_differing']}")
     fast, slow = results["fast"], results["reproducible"]
     results["ratios"] = {"training_speed_reproducible_over_fast": round(slow["patches_per_s"] / fast["patches_per_s"], 3),
                          "paper_fp32_time_reproducible_over_fast": round(slow["paper_fp32_s"] / fast["paper_fp32_s"], 3),

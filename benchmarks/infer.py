@@ -105,14 +105,12 @@ def child(name: str, repeats: int, quick: bool, checkpoint: str, infer_params: d
 
 
 def pooled_dice(pairs) -> float:
-    """Pooled Dice at 0.5 over (probability uint8, truth bool, fov bool) triples."""
-    tp = fp = fn = 0
-    for probability, truth, fov in pairs:
-        predicted = (probability >= 128) & fov  # uint8 maps: p = v / 255 >= 0.5
-        tp += int((predicted & truth).sum())
-        fp += int((predicted & ~truth & fov).sum())
-        fn += int((~predicted & truth & fov).sum())
-    return 2 * tp / max(1, 2 * tp + fp + fn)
+    """Pooled Dice at 0.5 over (probability uint8, truth bool, fov bool) triples: the score stage's own definition
+    (micropatch.metrics; a lesion pixel outside the FOV counts as missed)."""
+    from micropatch.metrics import counts_at, image_histograms, scores
+
+    pooled = sum(image_histograms(probability, truth, fov) for probability, truth, fov in pairs)
+    return scores(*counts_at(pooled, 0.5))["dice"]
 
 
 def agreement(args, infer_params: dict) -> dict:

@@ -66,3 +66,24 @@ def test_settings_are_recorded_and_validated():
         compute.settings("turbo")
     with pytest.raises(ValueError, match="threads"):
         compute.settings("reproducible", 0)
+
+
+GOLDEN_INFERENCE = REPO / "tests" / "helpers" / "golden_inference.py"
+# sha256 of the uint8 maps tests/helpers/golden_inference.py writes in reproducible mode with 2 threads.
+GOLDEN_MAPS = {"paper_fp32": "75b80d62333330cbda46d51d1ae5a7ed018643de6d74f44d9e53ef6488d835d8",
+               "fast_fp32": "75b80d62333330cbda46d51d1ae5a7ed018643de6d74f44d9e53ef6488d835d8"}
+
+
+def golden_maps(mode: str) -> dict:
+    out = subprocess.run([sys.executable, str(GOLDEN_INFERENCE), mode, "2"], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_probability_maps_are_the_committed_bytes_in_paper_and_fast_mode():
+    assert golden_maps("reproducible") == GOLDEN_MAPS
+
+
+@pytest.mark.skipif("avx512f" not in cpu_flags(), reason="shows what the pin holds only on a CPU with AVX-512")
+def test_without_the_pin_the_maps_change_on_an_avx512_cpu():
+    assert golden_maps("fast")["paper_fp32"] != GOLDEN_MAPS["paper_fp32"]

@@ -54,3 +54,28 @@ def test_evaluate_command_pairs_by_stem(tmp_path, capsys):
     assert (tmp_path / "rows.csv").read_text().count("\n") == 3
     (tmp_path / "pred" / "eye2.npy").unlink()
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth")]) == 2
+
+
+def test_froc_interpolates_exactly_as_monai():
+    from monai.metrics import compute_froc_score
+
+    from micropatch.metrics import FROC_FPS_PER_IMAGE, froc_sensitivities
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # curves from the lowest threshold (many FPs, high sensitivity) to the highest
+        fps = np.sort(rng.uniform(0, 30, 33))[::-1]
+        sensitivity = np.sort(rng.uniform(0, 1, 33))[::-1]
+        assert np.isclose(froc_sensitivities(fps, sensitivity).mean(),
+                          compute_froc_score(fps, sensitivity, FROC_FPS_PER_IMAGE))
+
+
+def test_a_saturated_model_scores_its_sensitivity_at_p_1_not_zero():
+    """Maps that reach p = 1 on false positives never get under 1/8 FP per image; the FROC holds the
+    sensitivity at the highest threshold below that rate (MONAI's convention) instead of dropping to 0."""
+    truth = dots((64, 64), [(10, 10), (40, 40)])
+    prob = np.zeros((64, 64), np.uint8)
+    prob[10, 10] = 255  # one lesion found even at p = 1
+    prob[50:53, 50:53] = 255  # and one saturated false positive
+    s = lesion_summary([image_lesion_counts(prob, truth)], 0.5)
+    assert s["fps_per_image"] == 1.0 and s["lesion_sensitivity"] == 0.5
+    assert s["froc_sensitivities"]["0.125"] == 0.5 and s["froc"] == 0.5

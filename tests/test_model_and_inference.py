@@ -224,10 +224,12 @@ def test_nan_weights_and_code_running_pickles_are_refused(tmp_path):
 
 @pytest.mark.parametrize("params_file", ["params.yaml", "results/idrid-ma/params.yaml"])
 def test_each_params_files_infer_section_runs_both_modes(params_file):
-    from micropatch.inference import predict_probability
+    """params.yaml `infer` on top of a model's recipe (window and stride come from the recipe, as in the stage)."""
     from micropatch.fileio import load_params
+    from micropatch.inference import DEFAULTS, predict_probability
+    from micropatch.recipe import resolve
 
-    params = load_params("infer", Path(__file__).parent.parent / params_file)
+    params = resolve({}, "inference", load_params("infer", Path(__file__).parent.parent / params_file), DEFAULTS)
     image = np.random.default_rng(6).integers(0, 256, (200, 260), dtype=np.uint8)
     fov = np.ones(image.shape, bool)
     paper = predict_probability(WindowContrast(), image, fov, params | {"mode": "paper"})

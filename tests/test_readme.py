@@ -26,7 +26,7 @@ def test_record_table_is_built_from_the_record_and_replaces_only_its_block(tmp_p
     update(readme, metrics, record)
     text = readme.read_text()
     assert "stale" not in text and "old" not in text and text.startswith("intro") and text.endswith("outro\n")
-    assert "| seed paper | 48.46 | 45.40 | 46.88 | 30.61 |" in text
+    assert "| micro-patching paper | 48.46 | 45.40 | 46.88 | 30.61 |" in text
     assert "| micropatch (`results/idrid-ma`) | 50.00 | 25.00 | 33.33 | 20.00 | 0.3100 | 0.4200 | 60.0 | 12.50 | 0.300 |" in text
     assert "4 epochs of 250 steps of 16 (16,000 patch draws from 16,907 training patches)" in text
 

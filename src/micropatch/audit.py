@@ -1,4 +1,4 @@
-"""Zero-leakage audit (SPEC.md section 3): patients, bytes, near-duplicates and patch provenance across splits."""
+"""Zero-leakage audit: patients, identical bytes, near-duplicate images and patch provenance across splits."""
 from __future__ import annotations
 
 from collections import defaultdict

@@ -147,8 +147,21 @@ def image_lesion_counts(probability_u8: np.ndarray, truth: np.ndarray, fov: np.n
             "false_positives": np.array(false_positives, np.int64)}
 
 
+def froc_sensitivities(fps_per_image: np.ndarray, sensitivity: np.ndarray,
+                       targets: tuple = FROC_FPS_PER_IMAGE) -> np.ndarray:
+    """Sensitivity at each target FP rate, interpolated linearly along the curve, exactly as MONAI's (and the
+    CAMELYON16 challenge's) compute_froc_score does; the FROC score is their mean.
+
+    fps_per_image and sensitivity run from the lowest threshold to the highest. Below the lowest FP rate the curve
+    reaches, the sensitivity there holds: a saturated model, whose maps reach p = 1 on false positives, scores its
+    lesion sensitivity at p = 1 at every target below that rate, not 0.
+    """
+    return np.interp(targets, fps_per_image[::-1], sensitivity[::-1])
+
+
 def lesion_summary(counts: list[dict], threshold: float) -> dict:
-    """Sensitivity and FPs/image at the threshold, the FROC curve and its score (mean sensitivity at 1/8..8 FPs)."""
+    """Sensitivity and FPs/image at the threshold, the FROC curve and its score (mean sensitivity at 1/8..8 FPs,
+    interpolated as MONAI does: froc_sensitivities)."""
     n_images = len(counts)
     lesions = sum(c["lesions"] for c in counts)
     peak_hist = np.sum([c["peak_hist"] for c in counts], axis=0) if counts else np.zeros(LEVELS, np.int64)
@@ -156,13 +169,10 @@ def lesion_summary(counts: list[dict], threshold: float) -> dict:
     false_positives = np.sum([c["false_positives"] for c in counts], axis=0) if counts else np.zeros(len(FP_LEVELS))
     sensitivity = found_at_or_above[np.maximum(FP_LEVELS, 1)] / lesions if lesions else np.full(len(FP_LEVELS), np.nan)
     fps_per_image = false_positives / max(n_images, 1)
-    froc = []
-    for target in FROC_FPS_PER_IMAGE:  # best sensitivity among thresholds that stay within the FP budget
-        within = fps_per_image <= target
-        froc.append(float(sensitivity[within].max()) if within.any() else 0.0)
+    froc = froc_sensitivities(fps_per_image, sensitivity)
     operating = operating_index(threshold)
     return {"lesions": lesions, "lesion_sensitivity": float(sensitivity[operating]),
             "fps_per_image": float(fps_per_image[operating]), "froc": float(np.mean(froc)),
-            "froc_sensitivities": dict(zip([str(f) for f in FROC_FPS_PER_IMAGE], froc)),
+            "froc_sensitivities": dict(zip([str(f) for f in FROC_FPS_PER_IMAGE], froc.tolist())),
             "froc_curve": {"threshold": (FP_LEVELS / 255.0).round(4).tolist(),
                            "fps_per_image": fps_per_image.tolist(), "sensitivity": sensitivity.tolist()}}

@@ -179,3 +179,17 @@ def write(project: Path) -> bool:
         return False
     write_text(path, text)
     return True
+
+
+def fresh_copy(dest: Path) -> None:
+    """Copy into dest the files a fresh clone of this repository has: tracked ones plus untracked ones git does not
+    ignore, as they are in the working tree (for checks that must see what a newcomer sees)."""
+    import shutil
+    import subprocess
+
+    names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for name in filter(None, names):
+        if (REPO / name).is_file():
+            (Path(dest) / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, Path(dest) / name)

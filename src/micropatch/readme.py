@@ -6,7 +6,7 @@ from pathlib import Path
 
 BEGIN, END = "<!-- results:begin (micropatch readme) -->", "<!-- results:end -->"
 RECORD_BEGIN, RECORD_END = "<!-- idrid-ma:begin (micropatch readme) -->", "<!-- idrid-ma:end -->"
-# seed paper 1, IDRiD MA, patient-isolated 43 / 11 validation, pixels pooled at 0.5 (SPEC.md section 4)
+# The micro-patching paper's figures: IDRiD MA, patient-isolated 43 / 11 validation, pixels pooled at 0.5
 PAPER_IDRID_MA = {"precision": 0.4846, "recall": 0.4540, "dice": 0.4688, "iou": 0.3061}
 
 
@@ -45,7 +45,7 @@ def record_block(record: Path) -> str:
     steps = cfg["max_steps_per_epoch"] or -(-train["train_patches"] // cfg["batch_size"])
     rows = ["| IDRiD MA, val (11 images) | P % | R % | Dice % | IoU % | aupr_11 | AP | lesion sens. % | FPs/img | FROC |",
             "|---|---|---|---|---|---|---|---|---|---|",
-            "| seed paper | " + " | ".join(f"{100 * PAPER_IDRID_MA[k]:.2f}" for k in ("precision", "recall", "dice", "iou"))
+            "| micro-patching paper | " + " | ".join(f"{100 * PAPER_IDRID_MA[k]:.2f}" for k in ("precision", "recall", "dice", "iou"))
             + " | - | - | - | - | - |",
             "| micropatch (`results/idrid-ma`) | " + " | ".join(f"{100 * ma[k]:.2f}" for k in ("precision", "recall",
                                                                                           "dice", "iou"))

@@ -1,4 +1,4 @@
-"""DDR adapter: the official 'lesion_segmentation' layout (SPEC.md section 1)."""
+"""DDR adapter: the official 'lesion_segmentation' layout."""
 from __future__ import annotations
 
 from pathlib import Path

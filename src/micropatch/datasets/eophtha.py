@@ -1,4 +1,4 @@
-"""e-ophtha MA adapter: 'e_optha_MA/{MA,Annotation_MA,healthy}/<patient>/' (SPEC.md section 1)."""
+"""e-ophtha MA adapter: the official 'e_optha_MA/{MA,Annotation_MA,healthy}/<patient>/' layout."""
 from __future__ import annotations
 
 from pathlib import Path

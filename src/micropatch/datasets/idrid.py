@@ -1,4 +1,4 @@
-"""IDRiD adapter: the official 'A. Segmentation' layout (SPEC.md section 1)."""
+"""IDRiD adapter: the official 'A. Segmentation' layout."""
 from __future__ import annotations
 
 import logging
