@@ -132,6 +132,22 @@ def test_revisions_compare_with_metrics_params_diff_and_exp_show(workspace):
     assert "lesions.MA.dice" in changed
 
 
+def test_editing_a_module_makes_exactly_its_stages_stale(workspace):
+    """figures.py is imported by score only; metrics.py by train (patch Dice) and score: dvc status must say so."""
+    work, env, _ = workspace
+    for module, stale, fresh in (("figures.py", {"score"}, {"train", "patchify"}),
+                                 ("metrics.py", {"train", "score"}, {"patchify", "preprocess"})):
+        path = work / "src" / "micropatch" / module
+        original = path.read_text()
+        path.write_text(original + "\n# an edit\n")
+        try:
+            status = json.loads(run(["dvc", "status", "--json"], work, env))
+        finally:
+            path.write_text(original)
+        assert stale <= set(status) and not fresh & set(status), (module, sorted(status))
+    assert json.loads(run(["dvc", "status", "--json"], work, env)) == {}
+
+
 def model_md5(work) -> str:
     lock = yaml.safe_load((work / "dvc.lock").read_text())
     return next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"].endswith(".safetensors"))
