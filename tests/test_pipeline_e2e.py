@@ -122,7 +122,7 @@ def test_revisions_compare_with_metrics_params_diff_and_exp_show(workspace):
         out = run(command, work, env)
         assert "failed to load" not in out.lower() and "error" not in out.lower(), (command, out)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], work, env))
-    assert shown and all(entry["error"] is None and entry["data"]["error"] is None for entry in shown), shown
+    assert shown and all(entry.get("error") is None and entry["data"].get("error") is None for entry in shown), shown
     assert shown[0]["data"]["params"]["params.yaml"]["data"]["score"]["threshold"] == 0.3
     params_diff = run(["dvc", "params", "diff", "HEAD~1", "HEAD", "--json"], work, env)
     assert json.loads(params_diff)["params.yaml"]["score.threshold"] == {"old": 0.5, "new": 0.3}

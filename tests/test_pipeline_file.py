@@ -58,3 +58,16 @@ def test_download_depends_on_local_sources_only(tmp_path):
         {"name": "c", "adapter": "eophtha", "source": "synthetic"},
         {"name": "d", "adapter": "idrid", "source": "/datasets/IDRiD"}]}}
     assert local_sources(params, tmp_path) == ["/datasets/IDRiD", "data/sources/a"]
+
+
+def test_every_part_of_a_multipart_zip_is_a_dependency(tmp_path, monkeypatch):
+    from micropatch.sources import local_sources
+
+    for number in (1, 2, 3):
+        (tmp_path / f"DDR-dataset.zip.{number:03d}").write_bytes(b"part")
+    monkeypatch.setenv("DATASETS", str(tmp_path))
+    params = {"download": {"datasets": [{"name": "ddr", "adapter": "ddr", "source": "$DATASETS/DDR-dataset.zip.001"}]}}
+    assert local_sources(params, tmp_path / "project") == [str(tmp_path / f"DDR-dataset.zip.00{n}") for n in (1, 2, 3)]
+    monkeypatch.delenv("DATASETS")
+    with pytest.raises(Exception, match="DATASETS"):
+        local_sources(params, tmp_path)

@@ -56,17 +56,23 @@ def is_archive(path: Path) -> bool:
     return name.endswith((".zip", ".tar", ".tar.gz", ".tgz")) or bool(MULTIPART.match(name))
 
 
+def multipart_parts(first: Path) -> list[Path]:
+    """name.zip.001 and the consecutive parts beside it (.002, .003, ...) that exist."""
+    stem = MULTIPART.match(first.name).group(1)
+    parts = []
+    for number in range(1, 1000):
+        part = first.with_name(f"{stem}.{number:03d}")
+        if not part.is_file():
+            break
+        parts.append(part)
+    return parts
+
+
 class MultiPartFile(io.RawIOBase):
     """The parts of a split zip (name.zip.001, .002, ...) read as one seekable file, without joining them on disk."""
 
     def __init__(self, first: Path):
-        stem = MULTIPART.match(first.name).group(1)
-        self.parts = []
-        for number in range(1, 1000):
-            part = first.with_name(f"{stem}.{number:03d}")
-            if not part.is_file():
-                break
-            self.parts.append(part)
+        self.parts = multipart_parts(first)
         self.sizes = [p.stat().st_size for p in self.parts]
         self.size, self.position, self.handle, self.handle_index = sum(self.sizes), 0, None, -1
 
@@ -301,15 +307,14 @@ def materialise(entry: dict, dest: Path, downloads: Path, limits: Limits = Limit
 
 def local_sources(params: dict, project: Path) -> list[str]:
     """The download sources that are files or folders (not URLs, not `synthetic`), as paths relative to the
-    project folder (absolute when outside it): the download stage's data dependencies in dvc.yaml."""
+    project folder (absolute when given so): the download stage's data dependencies in dvc.yaml. Every part of a
+    multi-part zip is one."""
     paths = []
     for entry in params["download"]["datasets"]:
         source = str(entry["source"])
         if source == "synthetic" or is_url(source):
             continue
-        expanded = os.path.expanduser(os.path.expandvars(source))
-        if "$" in expanded:
-            raise InputError(f"download source '{source}': an environment variable in it is not set; set it, or "
-                             "write the path out, before `micropatch pipeline`")
-        paths.append(expanded if os.path.isabs(expanded) else os.path.relpath(project / expanded, project))
+        path = resolve(source)
+        parts = multipart_parts(path) if MULTIPART.match(path.name) and path.is_file() else [path]
+        paths += [str(p) if p.is_absolute() else os.path.relpath(project / p, project) for p in parts]
     return sorted(set(paths))
