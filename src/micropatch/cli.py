@@ -145,14 +145,13 @@ def cmd_predict(args) -> int:
 
 def cmd_pipeline(args) -> int:
     """Write dvc.yaml for the root project and every record (or check that they are current)."""
-    from .pipeline import projects, render, write
+    from .pipeline import is_current, projects, write
 
     stale = []
     for project in projects():
         if args.check:
-            path = project / "dvc.yaml"
-            if path.is_symlink() or not path.is_file() or path.read_text() != render(project):
-                stale.append(str(path))
+            if not is_current(project):
+                stale.append(str(project / "dvc.yaml"))
         elif write(project):
             logging.info("pipeline: wrote %s", project / "dvc.yaml")
     if stale:

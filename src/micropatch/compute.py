@@ -75,10 +75,3 @@ def configure(mode: str = "reproducible", threads: int = DEFAULT_THREADS) -> dic
         torch.backends.nnpack.set_flags(False)
     return applied
 
-
-def configure_from_params(path: str = "params.yaml") -> dict:
-    """configure() with params.yaml's `compute` section (mode, threads); the defaults when it has none."""
-    from .fileio import load_params
-
-    params = load_params(path=path).get("compute") or {}
-    return configure(params.get("mode", "reproducible"), params.get("threads", DEFAULT_THREADS))

@@ -170,14 +170,19 @@ def projects() -> list[Path]:
     return [REPO] + sorted(p.parent for p in (REPO / "results").glob("*/params.yaml"))
 
 
+def is_current(project: Path) -> bool:
+    """True when a project's dvc.yaml is a real file holding exactly what render() writes."""
+    path = Path(project) / "dvc.yaml"
+    return not path.is_symlink() and path.is_file() and path.read_text() == render(project)
+
+
 def write(project: Path) -> bool:
-    """Write a project's dvc.yaml; True when it changed."""
-    path, text = Path(project) / "dvc.yaml", render(project)
-    if path.is_symlink():
-        path.unlink()
-    if path.is_file() and path.read_text() == text:
+    """Write a project's dvc.yaml (replacing a symlink); True when it changed."""
+    if is_current(project):
         return False
-    write_text(path, text)
+    path = Path(project) / "dvc.yaml"
+    path.unlink(missing_ok=True)
+    write_text(path, render(project))
     return True
 
 
