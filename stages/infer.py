@@ -29,6 +29,7 @@ def main() -> None:
 
     from micropatch.inference import DEFAULTS, predict_probability, to_uint8
     from micropatch.model import load_checkpoint
+    from micropatch.postprocess import OPERATING_DEFAULTS
     from micropatch.recipe import resolve
 
     spec = params["roles"]["test_on"][args.domain]
@@ -44,7 +45,9 @@ def main() -> None:
         for lesion, channel in zip(config["lesions"], probability):
             write_png(args.out / f"{row['image_id']}_{lesion}.png", to_uint8(channel))
     write_json(args.out / "domain.json", {"domain": args.domain, **spec, "lesions": config["lesions"],
-                                          "image_ids": [r["image_id"] for r in rows]})
+                                          "image_ids": [r["image_id"] for r in rows],
+                                          "operating_point": OPERATING_DEFAULTS | config.get("operating_point", {}),
+                                          "inference": settings})
     logging.info("infer %s: %d images (%s mode, %s)", args.domain, len(rows), settings["mode"], settings["precision"])
 
 

@@ -1,4 +1,5 @@
-"""Stage patchify: 128x128 windows every 64 px of each train/val image; all lesion windows, 10 % of background."""
+"""Stage patchify: 128x128 windows every 64 px of each train/tune/val image; all lesion windows, 10 % of background
+(the paper's sampling), plus hard negatives and lesion-centred windows for the train split when params ask."""
 import argparse
 import logging
 from pathlib import Path
@@ -19,12 +20,18 @@ def main() -> None:
     params = load_params("patchify")
     lesions = load_params("lesions")
     manifest = read_manifest(args.manifest)
-    for split in ("train", "val"):
+    splits = ["train", "val"] + (["tune"] if any(r["split"] == "tune" for r in manifest) else [])
+    for split in splits:
         rows = [r for r in manifest if r["split"] == split]
+        # the extras only where weights are fitted: selection splits keep the plain sampling, whose background
+        # windows then stand for the whole image at weight 1 / background_keep (training.weighted_histograms)
+        extras = (params["hard_negative_keep"], params["lesion_jitter"]) if split == "train" else (0.0, 0)
         images, masks, index, per_image = build_patch_set(rows, args.preprocessed, lesions, params["size"],
-                                                          params["stride"], params["background_keep"], params["seed"])
+                                                          params["stride"], params["background_keep"], params["seed"],
+                                                          *extras)
         meta = {"split": split, "lesions": lesions, "size": params["size"], "stride": params["stride"],
-                "background_keep": params["background_keep"], "seed": params["seed"], "patches": len(index),
+                "background_keep": params["background_keep"], "seed": params["seed"],
+                "hard_negative_keep": extras[0], "lesion_jitter": extras[1], "patches": len(index),
                 "lesion_patches": sum(1 for r in index if r["lesion_pixels"] > 0), "per_image": per_image}
         write_patch_set(args.out / split, images, masks, index, meta)
         logging.info("patchify %s: %d patches (%d with lesion) from %d images", split, meta["patches"],

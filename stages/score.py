@@ -10,10 +10,16 @@ import logging
 from pathlib import Path
 
 from micropatch import figures, logs
-from micropatch.evaluation import cross_domain_rows, cross_domain_table, score_domain
+from micropatch.evaluation import cross_domain_rows, cross_domain_table, operating_point, score_domain, write_rows
+from micropatch.misses import AREA_BINS, CONTRAST_BINS, domain_misses, panel, recall_by
 from micropatch.fileio import load_params, write_json, write_text
 from micropatch.provenance import versions
 from micropatch.split import read_manifest
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def main() -> None:
@@ -26,16 +32,31 @@ def main() -> None:
     roles = load_params("roles")
     plots = args.out / "plots"
     sources = {(r["dataset"], r["image_id"]): r["source"] for r in read_manifest(args.manifest)}
-    results, zero_shot = {}, {}
+    results, zero_shot, points = {}, {}, {}
     for name in roles["test_on"]:  # the configured domains only: a stale predictions folder is never scored
         pred_dir = args.predictions / name
         domain = json.loads((pred_dir / "domain.json").read_text())
         results[name], per_image = score_domain(domain, pred_dir, args.preprocessed, params,
                                                 args.out / "per_image" / f"{name}.csv")
         zero_shot[name] = domain["dataset"] not in roles["train_on"]
+        points[name] = operating_point(domain, params)
         figures.domain_panels(domain, per_image, pred_dir, args.preprocessed,
                               {i: s for (d, i), s in sources.items() if d == domain["dataset"]},
-                              params["threshold"], plots / "panels")
+                              points[name], plots / "panels")
+    for name, by_lesion in results.items():  # where the misses are, at the operating point
+        domain = json.loads((args.predictions / name / "domain.json").read_text())
+        for lesion in by_lesion:
+            image_ids = sorted({r["image_id"] for r in read_rows(args.out / "per_image" / f"{name}.csv")
+                                if r["lesion"] == lesion})
+            lesions, false_positives, crops = domain_misses(image_ids, args.preprocessed / domain["dataset"],
+                                                            args.predictions / name, lesion, points[name])
+            write_rows(args.out / "per_image" / f"{name}_{lesion}_lesions.csv", lesions)
+            write_json(plots / "recall_by_area" / f"{name}_{lesion}.json", recall_by(lesions, "area_px", AREA_BINS))
+            write_json(plots / "recall_by_contrast" / f"{name}_{lesion}.json",
+                       recall_by(lesions, "contrast", CONTRAST_BINS))
+            panel(crops, plots / "panels" / f"{name}_{lesion}_missed_vs_false_positive.png",
+                  f"{name} {lesion}: largest missed lesions (top) and most confident false positives (bottom); "
+                  "truth green, prediction red")
     curves = {}
     for name, by_lesion in results.items():
         for lesion, summary in by_lesion.items():
@@ -52,7 +73,8 @@ def main() -> None:
     figures.bars_figure(results, plots / "cross_domain.png")
     for name, by_lesion in results.items():
         write_json(args.out / "domains" / f"{name}.json", {
-            "domain": name, "zero_shot": zero_shot[name], "lesions": by_lesion, "threshold": params["threshold"],
+            "domain": name, "zero_shot": zero_shot[name], "lesions": by_lesion,
+            "operating_point": points[name],
             "seed": params["seed"], "versions": versions()})
     rows = cross_domain_rows(results, zero_shot)
     write_json(args.out / "cross_domain.json", rows)

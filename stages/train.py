@@ -1,5 +1,6 @@
-"""Stage train: U-Net (ResNet34, scSE) on the patch sets; best val-Dice weights with their recipe, per-epoch
-history, resumable after a kill (also when DVC has deleted the outputs before rerunning the stage)."""
+"""Stage train: U-Net (ResNet34, scSE) on the train patches; the weights of the epoch that scores best on the
+selection split (tune when the manifest has one, else val) with their recipe, per-epoch history, resumable after a
+kill (also when DVC has deleted the outputs before rerunning the stage)."""
 import argparse
 import csv
 import hashlib
@@ -34,19 +35,22 @@ def main() -> None:
     from micropatch.training import TrainConfig, train
 
     cfg = TrainConfig(**params["train"])
-    inputs = [sha256_file(args.patches / s / f) for s in ("train", "val") for f in ("images.npy", "masks.npy")]
+    selection = "tune" if (args.patches / "tune").is_dir() else "val"
+    inputs = [sha256_file(args.patches / s / f) for s in ("train", selection) for f in ("images.npy", "masks.npy")]
     fingerprint = hashlib.sha256(json.dumps([params["train"], params["lesions"], params["compute"], inputs],
                                             sort_keys=True).encode()).hexdigest()
     recipe = training_recipe(params["preprocess"], params["patchify"], {"mean": INPUT_MEAN, "std": INPUT_STD},
                              settings, sha256_file(args.manifest))
-    summary = train(args.patches / "train", args.patches / "val", params["lesions"], cfg, args.model, args.state,
-                    fingerprint, recipe, on_epoch=lambda history: write_history(args.history, history))
+    # with a tune split, val is scored each epoch for the history (never for selection): its full-image estimates
+    summary = train(args.patches / "train", args.patches / selection, params["lesions"], cfg, args.model, args.state,
+                    fingerprint, recipe, on_epoch=lambda history: write_history(args.history, history),
+                    monitor_dir=args.patches / "val" if selection == "tune" else None)
     history = summary.pop("history")
     write_history(args.history, history)
     write_json(args.summary, summary | {"seed": cfg.seed, "compute": settings, "versions": versions()})
     args.state.unlink(missing_ok=True)  # finished: a later run with other params must start fresh
-    logging.info("train: best val Dice %.4f at epoch %d of %d", summary["best_val_dice"], summary["best_epoch"],
-                 summary["epochs_run"])
+    logging.info("train: best %s %s %.4f at epoch %d of %d", selection, cfg.select_on, summary["best_select_score"],
+                 summary["best_epoch"], summary["epochs_run"])
 
 
 if __name__ == "__main__":

@@ -13,14 +13,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-MODEL, PREPROCESSED = REPO / "data/model/model.safetensors", REPO / "data/preprocessed"
+MODEL, PREPROCESSED = REPO / "data/model/release.safetensors", REPO / "data/preprocessed"
 BENCHMARKS = {
     "compute": [], "mask_rule": [], "score": [], "train": [], "spread": [],
     "infer": ["--model", str(MODEL), "--preprocessed", str(PREPROCESSED), "--manifest",
               str(REPO / "data/splits/manifest.csv")],
     "patchify": ["--pipeline", str(REPO)],
+    "camera_shift": ["--record", str(REPO)],
+    "record_ablations": ["--record", str(REPO), "--domain", "synthetic_val", "--tta"],
 }
-NEEDS_PIPELINE = {"infer", "patchify"}
+NEEDS_PIPELINE = {"infer", "patchify", "camera_shift", "record_ablations"}
 
 
 def test_every_script_is_listed():

@@ -26,7 +26,8 @@ def patch_set(folder: Path, n: int, seed: int) -> Path:
         y, x = rng.integers(10, 118, 2)
         masks[i, 0, y - 3:y + 3, x - 3:x + 3] = 1
         images[i][masks[i, 0] > 0] = 20
-    write_patch_set(folder, images, masks, [], {"patches": n})
+    index = [{"dataset": "d", "image_id": f"i{i}", "y": 0, "x": 0, "lesion_pixels": 36} for i in range(n)]
+    write_patch_set(folder, images, masks, index, {"patches": n, "background_keep": 0.1})
     return folder
 
 

@@ -97,7 +97,7 @@ def test_predict_gives_the_infer_stage_maps_byte_for_byte(workspace, tmp_path):
     rows = [r.split(",") for r in (work / "data/splits/manifest.csv").read_text().splitlines()]
     header, rows = rows[0], rows[1:]
     val = next(dict(zip(header, r)) for r in rows if dict(zip(header, r))["split"] == "val")
-    run(["micropatch", "predict", val["source"], "--model", "data/model/model.safetensors", "--out", str(tmp_path)],
+    run(["micropatch", "predict", val["source"], "--model", "data/model/release.safetensors", "--out", str(tmp_path)],
         work, env)
     predicted = (tmp_path / f"{Path(val['source']).stem}_MA_probability.png").read_bytes()
     assert predicted == (work / f"data/predictions/synthetic_val/{val['image_id']}_MA.png").read_bytes()
@@ -126,10 +126,10 @@ def test_revisions_compare_with_metrics_params_diff_and_exp_show(workspace):
     assert shown[0]["data"]["params"]["params.yaml"]["data"]["score"]["threshold"] == 0.3
     params_diff = run(["dvc", "params", "diff", "HEAD~1", "HEAD", "--json"], work, env)
     threshold = json.loads(params_diff)["params.yaml"]["score.threshold"]
-    assert (threshold["old"], threshold["new"]) == (0.5, 0.3)
+    assert (threshold["old"], threshold["new"]) == ("model", 0.3)  # the model's own point was 0.5 (no tune split)
     metrics_diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], work, env))
     changed = metrics_diff["metrics/domains/synthetic_val.json"]
-    assert (changed["threshold"]["old"], changed["threshold"]["new"]) == (0.5, 0.3)
+    assert (changed["operating_point.threshold"]["old"], changed["operating_point.threshold"]["new"]) == (0.5, 0.3)
     assert "lesions.MA.dice" in changed
 
 
@@ -154,25 +154,27 @@ def model_md5(work) -> str:
     return next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"].endswith(".safetensors"))
 
 
-@pytest.mark.parametrize("kill_after_epoch", [1, 3])
-def test_killed_training_resumes_through_dvc_to_the_same_weights(workspace, kill_after_epoch):
-    """SIGKILL once the state of an epoch is saved (3 = after the last one, before the model is written); DVC
-    deleted the model before running the stage; `dvc repro` must finish with the uninterrupted run's bytes."""
+def test_killed_training_resumes_through_dvc_to_the_same_weights(workspace):
+    """SIGKILL `dvc repro` once the state of epoch 1 is saved, resume it through `dvc repro` and SIGKILL it again
+    after the last epoch's state (before the model is written); DVC deleted the model before running the stage;
+    the final `dvc repro` must end with the uninterrupted run's bytes."""
     import torch
 
     work, env, _ = workspace
     uninterrupted = model_md5(work)
     state = work / "data/train_state/last.pt"
-    child = subprocess.Popen(["dvc", "repro", "--force", "--single-item", "train"], cwd=work, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 600
-    while time.time() < deadline and child.poll() is None:
-        if state.is_file() and torch.load(state, weights_only=True)["progress"]["epoch"] >= kill_after_epoch:
-            break
-        time.sleep(0.2)
-    assert child.poll() is None, "training finished before it could be killed"
-    os.killpg(child.pid, signal.SIGKILL)
-    child.wait()
+    for command, kill_after_epoch in ((["dvc", "repro", "--force", "--single-item", "train"], 1),
+                                      (["dvc", "repro", "train"], 3)):
+        child = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+        deadline = time.time() + 600
+        while time.time() < deadline and child.poll() is None:
+            if state.is_file() and torch.load(state, weights_only=True)["progress"]["epoch"] >= kill_after_epoch:
+                break
+            time.sleep(0.2)
+        assert child.poll() is None, f"training finished before it could be killed after epoch {kill_after_epoch}"
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
     # DVC removed the model before running the stage; a kill that lands after the model was written leaves one,
     # so delete it as DVC does: the rerun must rebuild it from the resume state alone
     (work / "data/model/model.safetensors").unlink(missing_ok=True)

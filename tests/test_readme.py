@@ -21,14 +21,26 @@ def test_record_table_is_built_from_the_record_and_replaces_only_its_block(tmp_p
     (metrics / "domains").mkdir(parents=True)
     (metrics / "cross_domain.md").write_text("| table |\n")
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results:begin (micropatch readme) -->\nold\n<!-- results:end -->\n"
+    readme.write_text("intro\n<!-- results:begin (micropatch readme) -->\nprevious-table\n<!-- results:end -->\n"
                       f"{RECORD_BEGIN}\nstale\n{RECORD_END}\noutro\n")
-    update(readme, metrics, record)
+    best = tmp_path / "results" / "idrid-ma-best"
+    (best / "metrics" / "domains").mkdir(parents=True)
+    (best / "metrics" / "domains" / "idrid_val.json").write_text(json.dumps(
+        {"lesions": {"MA": ma | {"dice": 0.5}}, "operating_point": {"threshold": 0.35, "min_area": 20}}))
+    (best / "metrics" / "train.json").write_text(json.dumps(
+        {"epochs_run": 14, "best_epoch": 12, "train_patches": 24239, "device": "cpu", "selection_split": "tune",
+         "select_on": "aupr_11"}))
+    (best / "params.yaml").write_text(yaml.safe_dump(
+        {"train": {"max_steps_per_epoch": 280, "batch_size": 16, "encoder_weights": None}}))
+    update(readme, metrics, tmp_path / "results")
     text = readme.read_text()
-    assert "stale" not in text and "old" not in text and text.startswith("intro") and text.endswith("outro\n")
-    assert "| micro-patching paper | 48.46 | 45.40 | 46.88 | 30.61 |" in text
-    assert "| micropatch (`results/idrid-ma`) | 50.00 | 25.00 | 33.33 | 20.00 | 0.3100 | 0.4200 | 60.0 | 12.50 | 0.300 |" in text
+    assert "stale" not in text and "previous-table" not in text and text.startswith("intro") and text.endswith("outro\n")
+    assert "| micro-patching paper | 0.50 / 0 | 48.46 | 45.40 | 46.88 | 30.61 |" in text
+    assert ("| micropatch (`results/idrid-ma`) | 0.50 / 0 | 50.00 | 25.00 | 33.33 | 20.00 | 0.3100 | 0.4200 | 60.0 | "
+            "12.50 | 0.300 |") in text
+    assert "| micropatch (`results/idrid-ma-best`) | 0.35 / 20 | 50.00 | 25.00 | 50.00 |" in text
     assert "4 epochs of 250 steps of 16 (16,000 patch draws from 16,907 training patches)" in text
+    assert "epoch 12 selected on tune aupr_11" in text
 
 
 def test_missing_block_is_an_error(tmp_path):
@@ -38,3 +50,20 @@ def test_missing_block_is_an_error(tmp_path):
     (tmp_path / "metrics" / "cross_domain.md").write_text("| t |\n")
     with pytest.raises(ValueError, match="has no block"):
         update(readme, tmp_path / "metrics", tmp_path / "no-record")
+
+
+def test_ablation_and_camera_shift_tables_come_from_the_benchmark_results(tmp_path):
+    from micropatch.readme import ablation_block
+
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    row = {"aupr_11": 0.25, "ap": 0.3, "dice": 0.45, "lesion_sensitivity": 0.7, "fps_per_image": 12.0}
+    (results / "record_ablations.json").write_text(json.dumps(
+        {"record": "idrid-ma-best", "images": 11, "rows": {"paper point": row}}))
+    (results / "camera_shift.json").write_text(json.dumps(
+        {"images": 11, "inference": {"mode": "fast", "precision": "int8"}, "train_fov_diameter": 3500,
+         "results": {"native": row | {"dice_vs_native": 1.0}, "1440x960": row | {"dice": 0.36, "dice_vs_native": 0.8}}}))
+    text = ablation_block(results / "record_ablations.json", results / "camera_shift.json")
+    assert "| paper point | 0.2500 | 0.3000 | 45.00 | 70.0 | 12.00 |" in text
+    assert "| 1440x960 | 36.00 | 80 % | 0.2500 | 70.0 | 12.00 |" in text
+    assert "camera_shift.py" not in text and "benchmarks/results/camera_shift.json" in text

@@ -9,6 +9,7 @@ from pathlib import Path
 from . import logs
 from .audit import PHASH_THRESHOLD
 from .fileio import InputError, load_params
+from .postprocess import OPERATING_DEFAULTS
 
 
 def cmd_synth(args) -> None:
@@ -91,7 +92,7 @@ def cmd_evaluate(args) -> int:
             fov = read_mask(fovs[stem], prob.shape) if stem in fovs else None
             yield stem, prob, truth, fov
 
-    summary, rows = score_images(items(), args.threshold, seed=0)
+    summary, rows = score_images(items(), args.threshold, args.min_area, seed=0)
     if args.csv:
         write_rows(Path(args.csv), rows)
     keys = ("precision", "recall", "dice", "iou", "aupr_11", "ap", "lesion_sensitivity", "fps_per_image", "froc",
@@ -119,24 +120,30 @@ def cmd_predict(args) -> int:
 
     from .inference import DEFAULTS
     from .model import load_checkpoint
+    from .postprocess import OPERATING_DEFAULTS
     from .predict import predict_image
     from .preprocessing import DEFAULTS as PREPROCESS_DEFAULTS
     from .recipe import resolve
+    from .shipped import resolve_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, config = load_checkpoint(args.model, device)
-    infer = resolve(config, "inference", {"mode": args.mode, "precision": args.precision}, DEFAULTS)
+    model_path = resolve_model(args.model, args.model_sha256)
+    model, config = load_checkpoint(model_path, device)
+    infer = resolve(config, "inference", {"mode": args.mode, "precision": args.precision, "tta": args.tta,
+                                          "rescale_fov": args.rescale_fov}, DEFAULTS)
     preprocess = resolve(config, "preprocess", {"clahe_clip_limit": args.clahe_clip_limit,
                                                 "clahe_grid": args.clahe_grid, "fov_threshold": args.fov_threshold},
                          PREPROCESS_DEFAULTS)
+    point = resolve(config, "operating_point", {"threshold": args.threshold, "min_area": args.min_area},
+                    OPERATING_DEFAULTS)
     write_json(args.out / "predict_args.json", {
-        "images": [str(p) for p in args.images], "model": str(args.model), "threshold": args.threshold,
-        "inference": infer, "preprocess": preprocess, "compute": settings, "device": device})
+        "images": [str(p) for p in args.images], "model": str(args.model or model_path),
+        "model_file": str(model_path), "operating_point": point, "inference": infer, "preprocess": preprocess,
+        "compute": settings, "device": device})
     failed = 0
     for image in tqdm(args.images, desc="predict", unit="img"):
         try:
-            print(json.dumps(predict_image(model, config, image, args.out, infer, preprocess, args.threshold,
-                                           device=device)))
+            print(json.dumps(predict_image(model, config, image, args.out, infer, preprocess, point, device=device)))
         except InputError as err:  # one bad photograph does not stop the others
             failed += 1
             print(f"micropatch predict: error: {err}", file=sys.stderr)
@@ -181,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--pred", required=True, type=Path)
     ev.add_argument("--truth", required=True, type=Path)
     ev.add_argument("--fov", type=Path, help="field-of-view masks; pixels outside never count as predictions")
-    ev.add_argument("--threshold", type=float, default=0.5)
+    ev.add_argument("--threshold", type=float, default=OPERATING_DEFAULTS["threshold"])
+    ev.add_argument("--min-area", type=int, default=OPERATING_DEFAULTS["min_area"],
+                    help="predicted components smaller than this (px) are removed before P/R/Dice")
     ev.add_argument("--csv", help="also write the per-image table here")
     ev.set_defaults(func=cmd_evaluate)
     datasets = sub.add_parser("datasets", help="dataset tools").add_subparsers(dest="action", required=True)
@@ -192,7 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     ins.set_defaults(func=cmd_inspect)
     pr = sub.add_parser("predict", help="native-resolution lesion maps for fundus photographs (JPEG/PNG/TIFF)")
     pr.add_argument("images", nargs="+", type=Path)
-    pr.add_argument("--model", required=True, type=Path, help="a micropatch checkpoint (model.safetensors)")
+    pr.add_argument("--model", help="a micropatch checkpoint file, or an https URL of one (with --model-sha256); "
+                                    "default: the shipped model, models/idrid-ma/model.safetensors (its MODEL_CARD.md)")
+    pr.add_argument("--model-sha256", help="the sha256 a --model URL must have; the file is kept in "
+                                           "$MICROPATCH_CACHE (default ~/.cache/micropatch) and verified")
     pr.add_argument("--compute", default="reproducible", choices=("reproducible", "fast"),
                     help="reproducible (default): the same bytes as the pipeline's infer stage on any x86-64 CPU "
                          "from AVX2 up; fast: this machine's fastest kernels")
@@ -206,12 +218,26 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--clahe-clip-limit", type=float, help="default: the model's recipe")
     pr.add_argument("--clahe-grid", type=int, help="default: the model's recipe")
     pr.add_argument("--fov-threshold", type=int, help="default: the model's recipe")
-    pr.add_argument("--threshold", type=float, default=0.5)
+    pr.add_argument("--tta", choices=("none", "flips"), help="flips: mean over 4 flips of each window, 4x the "
+                                                              "compute (default: the model's recipe)")
+    pr.add_argument("--rescale-fov", action=argparse.BooleanOptionalAction,
+                    help="resample each photograph to the training images' FOV diameter, and the maps back "
+                         "(default: the model's recipe)")
+    pr.add_argument("--threshold", type=float, help="default: the model's operating point")
+    pr.add_argument("--min-area", type=int, help="predicted components smaller than this (px) are dropped "
+                                                 "(default: the model's operating point)")
     pr.set_defaults(func=cmd_predict)
     pl = sub.add_parser("pipeline", help="write dvc.yaml of the root project and of every record under results/ "
                                          "from params.yaml and the stage scripts' imports")
     pl.add_argument("--check", action="store_true", help="only check that every dvc.yaml is current (exit 1 if not)")
     pl.set_defaults(func=cmd_pipeline)
+    sh = sub.add_parser("ship", help="copy a record's released model into models/ with its model card")
+    sh.add_argument("--record", type=Path, default=Path("results/idrid-ma-best"))
+    sh.add_argument("--out", type=Path, default=Path("models/idrid-ma"))
+    sh.add_argument("--shift", type=Path, default=Path("benchmarks/results/camera_shift.json"),
+                    help="camera-shift measurement to quote in the card (benchmarks/camera_shift.py)")
+    sh.set_defaults(func=lambda args: print(__import__("micropatch.modelcard", fromlist=["ship"]).ship(
+        args.record, args.out, args.shift)))
     rd = sub.add_parser("readme", help="regenerate README.md's results block from metrics/")
     rd.set_defaults(func=lambda args: __import__("micropatch.readme", fromlist=["update"]).update())
     args = parser.parse_args(argv)

@@ -10,30 +10,43 @@ import numpy as np
 from tqdm import tqdm
 
 from .fileio import atomic_path, read_png
-from .metrics import (counts_at, image_histograms, image_lesion_counts, lesion_summary, operating_index, scores,
-                      summarise, threshold_level)
+from .metrics import image_histograms, image_lesion_counts, lesion_summary, mask_lesion_counts, scores, summarise
+from .postprocess import OPERATING_DEFAULTS, operating_mask
 
 log = logging.getLogger(__name__)
 
 
-def score_images(items, threshold: float, bootstrap_draws: int = 1000, seed: int = 0) -> tuple[dict, list[dict]]:
+def score_images(items, threshold: float, min_area: int = 0, bootstrap_draws: int = 1000,
+                 seed: int = 0) -> tuple[dict, list[dict]]:
     """Pooled pixel + lesion-level summary and per-image rows from (image_id, probability_u8, truth, fov) items.
 
-    Items are consumed one at a time, so memory stays flat in the number of images.
+    P/R/Dice/IoU, lesion sensitivity and FPs/image are those of the operating point (threshold, min_area:
+    postprocess.operating_mask); aupr_11, AP and the curves rank the probabilities. Items are consumed one at a
+    time, so memory stays flat in the number of images.
     """
-    hists, lesion_counts, rows = [], [], []
-    level, operating = threshold_level(threshold), operating_index(threshold)
+    hists, lesion_counts, pixel_counts, lesion_hits, rows = [], [], [], [], []
     for image_id, probability_u8, truth, fov in items:
-        hist = image_histograms(probability_u8, truth, fov)
-        counts = image_lesion_counts(probability_u8, truth, fov)
-        hists.append(hist)
-        lesion_counts.append(counts)
-        found = int(counts["peak_hist"][level:].sum())
-        rows.append({"image_id": image_id, **scores(*counts_at(hist, threshold)), "truth_pixels": int(hist[1].sum()),
-                     "lesions": counts["lesions"], "lesions_found": found, "lesions_missed": counts["lesions"] - found,
-                     "false_positive_components": int(counts["false_positives"][operating])})
-    summary = summarise(hists, threshold, bootstrap_draws, seed) | lesion_summary(lesion_counts, threshold)
+        hists.append(image_histograms(probability_u8, truth, fov))
+        lesion_counts.append(image_lesion_counts(probability_u8, truth, fov))
+        inside = probability_u8 if fov is None else np.where(fov, probability_u8, 0).astype(np.uint8)
+        mask = operating_mask(inside, threshold, min_area)
+        pixels = (int((mask & truth).sum()), int((mask & ~truth).sum()), int((~mask & truth).sum()))
+        lesions, found, false_positives = mask_lesion_counts(mask, truth)
+        pixel_counts.append(pixels)
+        lesion_hits.append((lesions, found, false_positives))
+        rows.append({"image_id": image_id, **scores(*pixels), "truth_pixels": pixels[0] + pixels[2],
+                     "lesions": lesions, "lesions_found": found, "lesions_missed": lesions - found,
+                     "false_positive_components": false_positives})
+    summary = (summarise(hists, threshold, bootstrap_draws, seed, pixel_counts)
+               | lesion_summary(lesion_counts, threshold, lesion_hits) | {"min_area": min_area})
     return summary, rows
+
+
+def operating_point(domain: dict, params: dict) -> dict:
+    """The threshold and min_area to score at: the model's (infer copies them into domain.json) unless params
+    `score` gives a number."""
+    model = OPERATING_DEFAULTS | domain.get("operating_point", {})
+    return {key: model[key] if params[key] == "model" else params[key] for key in OPERATING_DEFAULTS}
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
@@ -68,7 +81,9 @@ def score_domain(domain: dict, pred_dir: Path, preprocessed: Path, params: dict,
                 yield (image_id, read_png(pred_dir / f"{image_id}_{lesion}.png"),
                        read_png(folder / f"{image_id}_{lesion}.png") > 0, fov)
 
-        summary, rows = score_images(items(), params["threshold"], params["bootstrap_draws"], params["seed"])
+        point = operating_point(domain, params)
+        summary, rows = score_images(items(), point["threshold"], point["min_area"], params["bootstrap_draws"],
+                                     params["seed"])
         heights, widths = zip(*sizes)
         results[lesion] = summary | {"resolution": f"{int(np.median(widths))}x{int(np.median(heights))}"}
         all_rows += [{"lesion": lesion, **row} for row in rows]

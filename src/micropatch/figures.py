@@ -63,21 +63,28 @@ def bars_figure(results: dict, path: Path) -> None:
     for i, name in enumerate(("precision", "recall", "Dice")):
         bars = ax.bar(x + (i - 1) * 0.27, values[:, i], 0.27, label=name)
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax.set(xticks=x, xticklabels=labels, ylabel="%", ylim=(0, 105), title="Pixel scores per domain (threshold 0.5)")
+    ax.set(xticks=x, xticklabels=labels, ylabel="%", ylim=(0, 105), title="Pixel scores per domain (operating point)")
     ax.legend()
     _save(fig, path)
 
 
+TRAINING_SCORES = ("select_patch_dice", "select_dice", "select_aupr_11", "select_ap", "monitor_aupr_11", "monitor_ap")
+
+
 def training_figure(history: list[dict], path: Path) -> None:
-    """Train and val loss, and val Dice on patches, per epoch (rows of metrics/train_history.tsv)."""
+    """Train and selection-split loss, and the selection scores, per epoch (rows of metrics/train_history.tsv)."""
     epochs = [int(r["epoch"]) for r in history]
-    fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key in ("train_loss", "val_loss"):
+    fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in ("train_loss", "select_loss"):
         loss_ax.plot(epochs, [float(r[key]) for r in history], marker="o", label=key.replace("_", " "))
-    loss_ax.set(xlabel="epoch", ylabel="0.5 Dice + 0.5 Focal", title="loss")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
     loss_ax.legend()
-    dice_ax.plot(epochs, [float(r["val_dice"]) for r in history], marker="o", color="tab:green")
-    dice_ax.set(xlabel="epoch", ylabel="pooled Dice at 0.5", title="validation Dice on patches", ylim=(0, 1))
+    for key in TRAINING_SCORES:
+        if key in history[0]:
+            score_ax.plot(epochs, [float(r[key]) for r in history], marker="o", label=key.removeprefix("select_"))
+    score_ax.set(xlabel="epoch", ylabel="score", title="selection split (full-image estimates but patch_dice)",
+                 ylim=(0, 1))
+    score_ax.legend(fontsize=8)
     _save(fig, path)
 
 
@@ -107,10 +114,14 @@ def lesion_crops(truth: np.ndarray, predicted: np.ndarray, n: int, size: int) ->
     return corners
 
 
-def panel_figure(title: str, rgb: np.ndarray, probability: np.ndarray, truth: np.ndarray, threshold: float,
+def panel_figure(title: str, rgb: np.ndarray, probability_u8: np.ndarray, truth: np.ndarray, point: dict,
                  path: Path, crop: int = 96, n_crops: int = 4) -> None:
-    """Native image, probability heatmap, TP/FP/miss overlay, and zoomed crops around lesions."""
-    predicted = probability >= threshold
+    """Native image, probability heatmap, TP/FP/miss overlay at the operating point {threshold, min_area}, and
+    zoomed crops around lesions."""
+    from .postprocess import operating_mask
+
+    predicted = operating_mask(probability_u8, point["threshold"], point["min_area"])
+    probability = probability_u8 / 255.0
     painted = overlay(rgb, predicted, truth)
     corners = lesion_crops(truth, predicted, n_crops, crop)
     fig = plt.figure(figsize=(15, 7.5))
@@ -132,8 +143,9 @@ def panel_figure(title: str, rgb: np.ndarray, probability: np.ndarray, truth: np
 
 
 def domain_panels(domain: dict, per_image: list[dict], pred_dir: Path, preprocessed: Path, sources: dict,
-                  threshold: float, out_dir: Path) -> None:
-    """Best, median and worst image by Dice of each lesion of a domain, as panels in out_dir.
+                  point: dict, out_dir: Path) -> None:
+    """Best, median and worst image by Dice of each lesion of a domain, as panels in out_dir (at the operating
+    point {threshold, min_area}).
 
     per_image: the domain's per-image rows (lesion, image_id, dice, ...); sources: image_id -> photograph path.
     """
@@ -144,8 +156,8 @@ def domain_panels(domain: dict, per_image: list[dict], pred_dir: Path, preproces
             continue  # not annotated in this dataset: not scored, no panel
         for rank, row in best_median_worst(per_image, lesion).items():
             image_id = row["image_id"]
-            probability = read_png(pred_dir / f"{image_id}_{lesion}.png") / 255.0
+            probability = read_png(pred_dir / f"{image_id}_{lesion}.png")
             truth = read_png(preprocessed / domain["dataset"] / f"{image_id}_{lesion}.png") > 0
             panel_figure(f"{domain['domain']} {lesion} {rank} by Dice: {image_id} (Dice {float(row['dice']):.3f})",
-                         read_fundus(sources[image_id]), probability, truth, threshold,
+                         read_fundus(sources[image_id]), probability, truth, point,
                          out_dir / f"{domain['domain']}_{lesion}_{rank}.png")

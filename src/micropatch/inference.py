@@ -14,6 +14,7 @@ from .patches import window_sums
 
 MODES = ("paper", "fast")
 PRECISIONS = ("fp32", "int8")
+TTAS = ("none", "flips")
 # For a checkpoint whose file carries no recipe (written before recipes existed): the method's 128/64 windows.
 DEFAULTS = INFER_DEFAULTS | {"window": 128, "stride": 64}
 
@@ -166,12 +167,61 @@ def refined_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarr
     return mean[:, top:top + height, left:left + width].astype(np.float32)
 
 
+class FlipAverage(torch.nn.Module):
+    """Test-time augmentation: the logit of the mean probability over a window's 4 flips (none, left-right,
+    up-down, both), each mapped back before averaging."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        total = 0
+        for dims in ((), (3,), (2,), (2, 3)):
+            flipped = torch.flip(batch, dims) if dims else batch
+            logits = self.model(flipped).float()
+            total = total + torch.sigmoid(torch.flip(logits, dims) if dims else logits)
+        return torch.logit(total / 4, eps=1e-7)
+
+
+def rescaled_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarray, params: dict,
+                         device: str | torch.device = "cpu") -> np.ndarray:
+    """predict_probability on the image resampled so that its FOV diameter is params' fov_diameter (the training
+    images' median), the maps resampled back to the native frame (bilinear)."""
+    import cv2
+
+    from .preprocessing import fov_diameter
+
+    target = params.get("fov_diameter")
+    if not target:
+        raise ValueError("infer.rescale_fov needs the training images' FOV diameter, which this model does not "
+                         "carry (it was written before rescaling existed): set rescale_fov false")
+    diameter = fov_diameter(fov)
+    native = params | {"rescale_fov": False}
+    scale = target / diameter if diameter else 1.0
+    if abs(scale - 1) < 0.01:  # within 1 %: resampling would only blur
+        return predict_probability(model, image, fov, native, device)
+    height, width = image.shape
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resampled = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    resampled_fov = cv2.resize(fov.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    probability = predict_probability(model, resampled, resampled_fov, native, device)
+    back = np.stack([cv2.resize(channel, (width, height), interpolation=cv2.INTER_LINEAR) for channel in probability])
+    return np.where(fov, np.clip(back, 0, 1), 0.0).astype(np.float32)
+
+
 def predict_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarray, params: dict,
                         device: str | torch.device = "cpu") -> np.ndarray:
-    """(L, H, W) probabilities, 0 outside the FOV, by params `infer`: mode paper or fast (which reads refine_threshold), precision fp32
-    or int8 (CPU only: a copy of the model quantized with ranges from calibration_windows of this image's own
-    first-pass windows, so an image's maps never depend on which images came before it)."""
+    """(L, H, W) probabilities, 0 outside the FOV, by params `infer`: mode paper or fast (which reads
+    refine_threshold), precision fp32 or int8 (CPU only: a copy of the model quantized with ranges from
+    calibration_windows of this image's own first-pass windows, so an image's maps never depend on which images
+    came before it), tta none or flips, rescale_fov (rescaled_probability)."""
+    if params.get("rescale_fov"):
+        return rescaled_probability(model, image, fov, params, device)
     mode, precision = params.get("mode", "paper"), params.get("precision", "fp32")
+    tta = params.get("tta", "none")
+    if tta not in TTAS:
+        raise ValueError(f"infer.tta '{tta}': choose one of {TTAS}")
     if mode not in MODES:
         raise ValueError(f"infer.mode '{mode}': choose one of {MODES}")
     if precision not in PRECISIONS:
@@ -182,6 +232,8 @@ def predict_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarr
                              "(autocast to fp16 applies on CUDA)")
         model = int8_copy(model, calibration_batch(image, fov, params["window"], params["stride"],
                                                    params["calibration_windows"]))
+    if tta == "flips":
+        model = FlipAverage(model)
     if mode == "paper":
         probability = sliding_window_probability(model, image, params["window"], params["stride"],
                                                  params["batch_size"], device)

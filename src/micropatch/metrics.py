@@ -103,16 +103,35 @@ def bootstrap_mean_ci(values: np.ndarray, draws: int = 1000, seed: int = 0) -> t
     return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def summarise(hists: list[np.ndarray], threshold: float, bootstrap_draws: int = 1000, seed: int = 0) -> dict:
-    """Pooled and per-image-mean scores of one lesion class from its per-image (2, 256) histograms."""
+def summarise(hists: list[np.ndarray], threshold: float, bootstrap_draws: int = 1000, seed: int = 0,
+              operating: list[tuple[int, int, int]] | None = None) -> dict:
+    """Pooled and per-image-mean scores of one lesion class from its per-image (2, 256) histograms.
+
+    operating: per-image pixel (TP, FP, FN) at the operating point (postprocess.operating_mask, which may remove
+    small components); by default those of the threshold alone. P/R/Dice/IoU come from it; the ranking scores
+    (aupr_11, AP, curves) always from the probabilities.
+    """
     pooled = np.sum(hists, axis=0) if hists else np.zeros((2, LEVELS), np.int64)
-    out = scores(*counts_at(pooled, threshold))
+    operating = [counts_at(h, threshold) for h in hists] if operating is None else operating
+    out = scores(*(np.sum(operating, axis=0).tolist() if operating else (0, 0, 0)))
     out.update(aupr_11=aupr_11(pooled), ap=average_precision(pooled), threshold=threshold, n_images=len(hists))
     out.update(curves(pooled))
-    per_image = [scores(*counts_at(h, threshold))["dice"] for h in hists]
+    per_image = [scores(*c)["dice"] for c in operating]
     mean, low, high = bootstrap_mean_ci(np.array(per_image), bootstrap_draws, seed)
     out.update(dice_per_image_mean=mean, dice_per_image_ci95=[low, high])
     return out
+
+
+def mask_lesion_counts(mask: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
+    """(true lesions, found, false-positive components) of a bool prediction: a true 8-connected lesion is found
+    when a predicted component touches it; a predicted component touching none is one false positive."""
+    import cv2
+
+    n_true, labels = cv2.connectedComponents(truth.astype(np.uint8), connectivity=8)
+    found = np.unique(labels[mask & truth]).size
+    n_pred, pred_labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    touching = np.unique(pred_labels[mask & truth]).size
+    return n_true - 1, found, n_pred - 1 - touching
 
 
 FROC_FPS_PER_IMAGE = (0.125, 0.25, 0.5, 1, 2, 4, 8)
@@ -159,9 +178,11 @@ def froc_sensitivities(fps_per_image: np.ndarray, sensitivity: np.ndarray,
     return np.interp(targets, fps_per_image[::-1], sensitivity[::-1])
 
 
-def lesion_summary(counts: list[dict], threshold: float) -> dict:
+def lesion_summary(counts: list[dict], threshold: float,
+                   operating: list[tuple[int, int, int]] | None = None) -> dict:
     """Sensitivity and FPs/image at the threshold, the FROC curve and its score (mean sensitivity at 1/8..8 FPs,
-    interpolated as MONAI does: froc_sensitivities)."""
+    interpolated as MONAI does: froc_sensitivities). operating: per-image mask_lesion_counts at the operating point,
+    which then give the sensitivity and FPs/image (exact, with any small components removed)."""
     n_images = len(counts)
     lesions = sum(c["lesions"] for c in counts)
     peak_hist = np.sum([c["peak_hist"] for c in counts], axis=0) if counts else np.zeros(LEVELS, np.int64)
@@ -170,9 +191,15 @@ def lesion_summary(counts: list[dict], threshold: float) -> dict:
     sensitivity = found_at_or_above[np.maximum(FP_LEVELS, 1)] / lesions if lesions else np.full(len(FP_LEVELS), np.nan)
     fps_per_image = false_positives / max(n_images, 1)
     froc = froc_sensitivities(fps_per_image, sensitivity)
-    operating = operating_index(threshold)
-    return {"lesions": lesions, "lesion_sensitivity": float(sensitivity[operating]),
-            "fps_per_image": float(fps_per_image[operating]), "froc": float(np.mean(froc)),
+    if operating is None:
+        at = operating_index(threshold)
+        lesion_sensitivity, fps_at = float(sensitivity[at]), float(fps_per_image[at])
+    else:
+        _, found, fps = np.sum(operating, axis=0) if operating else (0, 0, 0)
+        lesion_sensitivity = float(found / lesions) if lesions else float("nan")
+        fps_at = float(fps / max(n_images, 1))
+    return {"lesions": lesions, "lesion_sensitivity": lesion_sensitivity,
+            "fps_per_image": fps_at, "froc": float(np.mean(froc)),
             "froc_sensitivities": dict(zip([str(f) for f in FROC_FPS_PER_IMAGE], froc.tolist())),
             "froc_curve": {"threshold": (FP_LEVELS / 255.0).round(4).tolist(),
                            "fps_per_image": fps_per_image.tolist(), "sensitivity": sensitivity.tolist()}}

@@ -56,15 +56,31 @@ def check_finite(state: dict[str, torch.Tensor], path) -> None:
             raise InputError(f"{path}: weight '{key}' holds NaN or inf; this checkpoint is corrupt, retrain it")
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, config: dict) -> None:
-    """Weights as safetensors (no pickle, same bytes for same weights) with the config as JSON metadata."""
+def save_checkpoint(path: Path, model: torch.nn.Module, config: dict, half_weights: bool = False) -> None:
+    """Weights as safetensors (no pickle, same bytes for same weights) with the config as JSON metadata.
+
+    half_weights: convolution kernels stored as float16 (half the file; they are loaded back into float32), the
+    1-D tensors (biases, BatchNorm statistics, whose variances can be below float16's range) as they are.
+    """
     from safetensors.torch import save_file
 
     from .fileio import atomic_path
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if half_weights:
+        state = {k: v.half() if v.is_floating_point() and v.ndim >= 2 else v for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"micropatch": json.dumps(config, sort_keys=True)})
+
+
+def round_to_half_storage(model: torch.nn.Module) -> torch.nn.Module:
+    """Round the weights save_checkpoint(half_weights=True) stores as float16, in place: the model then predicts
+    exactly what its released file will."""
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point() and tensor.ndim >= 2:
+                tensor.copy_(tensor.half().float())
+    return model
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:

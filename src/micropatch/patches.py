@@ -25,7 +25,8 @@ def window_starts(length: int, size: int, stride: int) -> np.ndarray:
 
 
 def window_sums(mask: np.ndarray, size: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel counts of a bool (H, W) mask in every window: (ys, xs, counts (len(ys), len(xs)))."""
+    """Sums of a bool or uint8 (H, W) array in every window: (ys, xs, sums (len(ys), len(xs))) (pixel counts for a
+    mask)."""
     integral = cv2.integral(mask.astype(np.uint8))  # int32 (H+1, W+1), 20x faster than numpy's cumsum
     ys = window_starts(mask.shape[0], size, stride)
     xs = window_starts(mask.shape[1], size, stride)
@@ -35,14 +36,53 @@ def window_sums(mask: np.ndarray, size: int, stride: int) -> tuple[np.ndarray, n
     return ys, xs, counts
 
 
+# Black top-hat size: a little wider than an IDRiD microaneurysm (median area 235 px, so ~17 px across), so that
+# dots, thin vessels and their crossings respond, and large dark regions do not.
+DARK_STRUCTURE_PX = 21
+
+
+def dark_structures(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W): black top-hat of the enhanced green channel, bright where small dark structures are."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (DARK_STRUCTURE_PX, DARK_STRUCTURE_PX))
+    return cv2.morphologyEx(image, cv2.MORPH_BLACKHAT, kernel)
+
+
 def select_windows(lesion: np.ndarray, fov: np.ndarray, size: int, stride: int, background_keep: float,
-                   rng: np.random.Generator) -> list[tuple[int, int, int]]:
-    """(y, x, lesion_pixels) of kept windows: all with lesion, a random `background_keep` of the rest in the FOV."""
+                   rng: np.random.Generator, hard_negative_keep: float = 0.0, dark: np.ndarray | None = None,
+                   lesion_jitter: int = 0) -> list[tuple[int, int, int]]:
+    """(y, x, lesion_pixels) of kept windows: all grid windows with lesion, a random `background_keep` of the
+    lesion-free grid windows in the FOV, then the options (both off by default, the paper's sampling):
+
+    - hard_negative_keep: that fraction of the lesion-free FOV windows more, those not yet kept with the largest
+      sum of `dark` (dark_structures of the image): background that looks most like a lesion;
+    - lesion_jitter: that many windows more per lesion component, placed at random so the component's centre
+      falls anywhere in the window's inner part (not only where the 64-px grid puts it).
+    """
     ys, xs, lesion_counts = window_sums(lesion, size, stride)
     _, _, fov_counts = window_sums(fov, size, stride)
     draws = rng.random(lesion_counts.shape)  # one draw per window, so the choice does not depend on order
-    keep = (lesion_counts > 0) | ((fov_counts > 0) & (draws < background_keep))
-    return [(int(ys[i]), int(xs[j]), int(lesion_counts[i, j])) for i, j in zip(*np.nonzero(keep))]
+    background = (lesion_counts == 0) & (fov_counts > 0)
+    keep = (lesion_counts > 0) | (background & (draws < background_keep))
+    if hard_negative_keep > 0:
+        if dark is None:
+            raise ValueError("hard_negative_keep needs the image's dark_structures map")
+        darkness = window_sums(dark, size, stride)[2].astype(np.float64)
+        candidates = np.flatnonzero(background & ~keep)
+        n_extra = min(len(candidates), int(round(hard_negative_keep * background.sum())))
+        ranked = candidates[np.argsort(-darkness.ravel()[candidates], kind="stable")]
+        keep.ravel()[ranked[:n_extra]] = True
+    kept = [(int(ys[i]), int(xs[j]), int(lesion_counts[i, j])) for i, j in zip(*np.nonzero(keep))]
+    if lesion_jitter > 0:
+        count, _, _, centroids = cv2.connectedComponentsWithStats(lesion.astype(np.uint8), connectivity=8)
+        height, width = lesion.shape
+        margin = size // 8
+        for cx, cy in centroids[1:]:
+            for _ in range(lesion_jitter):
+                dy, dx = rng.integers(margin, size - margin, size=2)
+                y = int(np.clip(round(cy) - dy, 0, max(0, height - size)))
+                x = int(np.clip(round(cx) - dx, 0, max(0, width - size)))
+                kept.append((y, x, int(lesion[y:y + size, x:x + size].sum())))
+    return kept
 
 
 def write_patch_set(out_dir: Path, images: np.ndarray, masks: np.ndarray, index: list[dict], meta: dict) -> None:
@@ -72,8 +112,12 @@ def read_patch_meta(out_dir: Path) -> dict:
 
 
 def build_patch_set(rows: list[dict], preprocessed: Path, lesions: list[str], size: int, stride: int,
-                    background_keep: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[dict], dict]:
-    """Patches of the manifest rows: images (N, S, S) uint8, masks (N, L, S, S) uint8, index rows, per-image counts."""
+                    background_keep: float, seed: int, hard_negative_keep: float = 0.0,
+                    lesion_jitter: int = 0) -> tuple[np.ndarray, np.ndarray, list[dict], dict]:
+    """Patches of the manifest rows: images (N, S, S) uint8, masks (N, L, S, S) uint8, index rows, per-image counts.
+
+    hard_negative_keep, lesion_jitter: select_windows' options (the train stage's split only).
+    """
     images, masks, index, per_image = [], [], [], {}
     for row in tqdm(rows, desc="patchify", unit="img"):
         folder = Path(preprocessed) / row["dataset"]
@@ -82,7 +126,9 @@ def build_patch_set(rows: list[dict], preprocessed: Path, lesions: list[str], si
         lesion = np.stack([read_png(folder / f"{row['image_id']}_{name}.png") > 0 for name in lesions])
         # seeded per image (by its bytes), so adding an image never changes another image's patches
         rng = np.random.default_rng([seed, int(row["sha256"][:12], 16)])
-        kept = select_windows(lesion.any(axis=0), fov, size, stride, background_keep, rng)
+        dark = dark_structures(image) if hard_negative_keep > 0 else None
+        kept = select_windows(lesion.any(axis=0), fov, size, stride, background_keep, rng, hard_negative_keep, dark,
+                              lesion_jitter)
         for y, x, lesion_pixels in kept:
             images.append(image[y:y + size, x:x + size])
             masks.append(lesion[:, y:y + size, x:x + size])

@@ -34,7 +34,8 @@ DOWNLOADS = "data/downloads"
 PREPROCESSED = "data/preprocessed"
 MANIFEST = "data/splits/manifest.csv"
 PATCHES = "data/patches"
-MODEL = "data/model/model.safetensors"
+MODEL = "data/model/model.safetensors"      # the trained weights
+RELEASE = "data/model/release.safetensors"  # with the operating point: what infer, score and predict use
 TRAIN_STATE = "data/train_state/last.pt"   # outside DVC's outputs: DVC deletes outputs before a rerun
 PREDICTIONS = "data/predictions"
 METRICS = "metrics"
@@ -133,10 +134,15 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
                        params=["lesions", "train", "preprocess", "patchify", *compute],
                        outs=[MODEL, untracked(f"{METRICS}/train_history.tsv")],
                        metrics=[untracked(f"{METRICS}/train.json")]),
+        "operating-point": stage("operating_point", project, code, [
+            f"--model {MODEL}", f"--manifest {MANIFEST}", f"--preprocessed {PREPROCESSED}", f"--out {RELEASE}",
+            f"--report {METRICS}/operating_point.json"],
+            deps=[MODEL, MANIFEST, PREPROCESSED], params=["infer", *compute], outs=[RELEASE],
+            metrics=[untracked(f"{METRICS}/operating_point.json")]),
         "infer": {"foreach": domains, "do": stage(
-            "infer", project, code, ["${item}", f"--model {MODEL}", f"--manifest {MANIFEST}",
+            "infer", project, code, ["${item}", f"--model {RELEASE}", f"--manifest {MANIFEST}",
                                f"--preprocessed {PREPROCESSED}", f"--out {PREDICTIONS}/${{item}}"],
-            deps=[MODEL, MANIFEST, PREPROCESSED], params=["infer", "roles.test_on.${item}", *compute],
+            deps=[RELEASE, MANIFEST, PREPROCESSED], params=["infer", "roles.test_on.${item}", *compute],
             outs=[f"{PREDICTIONS}/${{item}}"])},
         "score": stage("score", project, code, [f"--predictions {PREDICTIONS}", f"--preprocessed {PREPROCESSED}",
                                           f"--manifest {MANIFEST}", f"--history {METRICS}/train_history.tsv",
@@ -149,12 +155,17 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
                              untracked(f"{METRICS}/cross_domain.json")],  # a table: `dvc metrics` flattens lists
                        metrics=[untracked(f"{METRICS}/domains")]),
     }
+    # the history's columns (training.train): selection-split scores, and val's as monitor_* when selection is on tune
+    history = ["train_loss", "select_loss", "select_patch_dice", "select_dice", "select_aupr_11", "select_ap"]
+    if params["split"].get("tune_fraction", 0) > 0:
+        history += ["monitor_dice", "monitor_aupr_11", "monitor_ap"]
     plots = [
         {f"{PLOTS}/pr": {"template": "simple", "x": "recall", "y": "precision"}},
         {f"{PLOTS}/froc": {"template": "simple", "x": "fps_per_image", "y": "sensitivity"}},
+        {f"{PLOTS}/recall_by_area": {"template": "simple", "x": "area_px_median", "y": "recall"}},
+        {f"{PLOTS}/recall_by_contrast": {"template": "simple", "x": "contrast_median", "y": "recall"}},
         f"{PLOTS}/curves.png", f"{PLOTS}/training.png", f"{PLOTS}/cross_domain.png", f"{PLOTS}/panels",
-        {"training curves": {"template": "linear", "x": "epoch",
-                             "y": {f"{METRICS}/train_history.tsv": ["train_loss", "val_loss", "val_dice"]}}},
+        {"training curves": {"template": "linear", "x": "epoch", "y": {f"{METRICS}/train_history.tsv": history}}},
     ]
     return {"stages": stages, "plots": plots}
 

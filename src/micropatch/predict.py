@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .inference import predict_probability, to_uint8
+from .postprocess import OPERATING_DEFAULTS, operating_mask
 from .fileio import read_fundus, write_json, write_png, write_text
 from .preprocessing import checked_fov, green_clahe
 
@@ -38,10 +39,11 @@ def overlay_outlines(rgb: np.ndarray, masks: dict[str, np.ndarray], thickness: i
 
 
 def predict_image(model: torch.nn.Module, config: dict, image_path: Path, out_dir: Path, infer_params: dict,
-                  preprocess: dict, threshold: float = 0.5, device: str = "cpu") -> dict:
+                  preprocess: dict, point: dict = OPERATING_DEFAULTS, device: str = "cpu") -> dict:
     """Write <stem>_<lesion>_probability.png (p = v/255), _mask.png, <stem>_overlay.png and <stem>_lesions.{json,csv}.
 
-    preprocess: {clahe_clip_limit, clahe_grid, fov_threshold}, the model's recipe unless the user overrode it.
+    preprocess: {clahe_clip_limit, clahe_grid, fov_threshold}, the model's recipe unless the user overrode it;
+    point: the operating point {threshold, min_area} that makes the masks (the model's unless overridden).
     """
     rgb = read_fundus(image_path)  # InputError for unreadable, truncated, grayscale, 16-bit, rotated input
     fov = checked_fov(rgb, preprocess["fov_threshold"], image_path)
@@ -50,13 +52,14 @@ def predict_image(model: torch.nn.Module, config: dict, image_path: Path, out_di
     stem, masks, lesions = Path(image_path).stem, {}, []
     for lesion, channel in zip(config["lesions"], probability):
         quantised = to_uint8(channel)
-        masks[lesion] = quantised / 255.0 >= threshold  # the map as written decides, so files and lists agree
+        # the map as written decides, so files and lists agree
+        masks[lesion] = operating_mask(quantised, point["threshold"], point["min_area"])
         write_png(out_dir / f"{stem}_{lesion}_probability.png", quantised)
         write_png(out_dir / f"{stem}_{lesion}_mask.png", masks[lesion].astype(np.uint8) * 255)
         lesions += lesion_list(quantised / 255.0, masks[lesion], lesion)
     write_png(out_dir / f"{stem}_overlay.png", overlay_outlines(rgb, masks))
     write_json(out_dir / f"{stem}_lesions.json", {"image": str(image_path), "height": rgb.shape[0],
-                                                  "width": rgb.shape[1], "threshold": threshold, "lesions": lesions})
+                                                  "width": rgb.shape[1], "operating_point": point, "lesions": lesions})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=LESION_COLUMNS, lineterminator="\n")
     writer.writeheader()

@@ -41,6 +41,15 @@ def fov_mask(rgb: np.ndarray, threshold: int = DEFAULTS["fov_threshold"]) -> np.
     return filled.astype(bool)
 
 
+def fov_diameter(fov: np.ndarray) -> int:
+    """The field of view's diameter in px: its larger extent (cameras crop the disc top and bottom, rarely both
+    ways), 0 for an empty mask."""
+    rows, cols = np.flatnonzero(fov.any(axis=1)), np.flatnonzero(fov.any(axis=0))
+    if rows.size == 0:
+        return 0
+    return int(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
+
+
 def checked_fov(rgb: np.ndarray, threshold: int, path) -> np.ndarray:
     """fov_mask, refusing a frame under 5 % of which is field of view: it is no fundus photograph."""
     fov = fov_mask(rgb, threshold)

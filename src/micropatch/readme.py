@@ -33,32 +33,83 @@ def results_block(metrics: Path) -> str:
     return "\n".join(lines + ["", END])
 
 
-def record_block(record: Path) -> str:
-    """Markdown: the real-IDRiD record's validation figures next to the paper's, with its training facts."""
+RECORDS = ("idrid-ma", "idrid-ma-best")  # the paper's configuration, and the best one measured here
+
+
+def record_row(record: Path) -> tuple[str, str]:
+    """(table row, training facts) of one real-IDRiD record from its committed metrics."""
     import json
 
-    ma = json.loads((record / "metrics" / "domains" / "idrid_val.json").read_text())["lesions"]["MA"]
     from .fileio import load_params
 
+    scores = json.loads((record / "metrics" / "domains" / "idrid_val.json").read_text())
+    ma = scores["lesions"]["MA"]
+    point = scores.get("operating_point", {"threshold": scores.get("threshold", 0.5), "min_area": 0})
     train = json.loads((record / "metrics" / "train.json").read_text())
     cfg = load_params("train", record / "params.yaml")
     steps = cfg["max_steps_per_epoch"] or -(-train["train_patches"] // cfg["batch_size"])
-    rows = ["| IDRiD MA, val (11 images) | P % | R % | Dice % | IoU % | aupr_11 | AP | lesion sens. % | FPs/img | FROC |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-            "| micro-patching paper | " + " | ".join(f"{100 * PAPER_IDRID_MA[k]:.2f}" for k in ("precision", "recall", "dice", "iou"))
-            + " | - | - | - | - | - |",
-            "| micropatch (`results/idrid-ma`) | " + " | ".join(f"{100 * ma[k]:.2f}" for k in ("precision", "recall",
-                                                                                          "dice", "iou"))
-            + f" | {ma['aupr_11']:.4f} | {ma['ap']:.4f} | {100 * ma['lesion_sensitivity']:.1f} | "
-              f"{ma['fps_per_image']:.2f} | {ma['froc']:.3f} |"]
-    facts = (f"Trained {train['epochs_run']} epochs of {steps} steps of {cfg['batch_size']} "
+    row = (f"| micropatch (`results/{record.name}`) | {point['threshold']:.2f} / {point['min_area']} | "
+           + " | ".join(f"{100 * ma[k]:.2f}" for k in ("precision", "recall", "dice", "iou"))
+           + f" | {ma['aupr_11']:.4f} | {ma['ap']:.4f} | {100 * ma['lesion_sensitivity']:.1f} | "
+             f"{ma['fps_per_image']:.2f} | {ma['froc']:.3f} |")
+    selected = (f"epoch {train['best_epoch']} selected on {train['selection_split']} {train['select_on']}"
+                if "select_on" in train else f"epoch {train['best_epoch']} selected on val patch Dice")
+    facts = (f"`results/{record.name}`: {train['epochs_run']} epochs of {steps} steps of {cfg['batch_size']} "
              f"({train['epochs_run'] * steps * cfg['batch_size']:,} patch draws from {train['train_patches']:,} "
-             f"training patches), from random init (encoder_weights: {cfg['encoder_weights']}), on "
-             f"{train['device']}; the best val Dice on patches came at epoch {train['best_epoch']}.")
-    plots = record / "metrics" / "plots"
-    images = [f"![{name}]({plots / name})" for name in ("training.png", "curves.png") if (plots / name).is_file()]
-    images += [f"![{p.stem}]({p})" for p in sorted((plots / "panels").glob("idrid_val_MA_*.png"))]
-    return "\n".join([RECORD_BEGIN, "", *rows, "", facts, "", *images, "", RECORD_END])
+             f"training patches), random init, {train['device']}; {selected}.")
+    return row, facts
+
+
+def record_block(records: list[Path]) -> str:
+    """Markdown: the real-IDRiD records' validation figures next to the paper's, with their training facts."""
+    rows = ["| IDRiD MA, val (11 images) | threshold / min area | P % | R % | Dice % | IoU % | aupr_11 | AP | "
+            "lesion sens. % | FPs/img | FROC |", "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| micro-patching paper | 0.50 / 0 | " + " | ".join(f"{100 * PAPER_IDRID_MA[k]:.2f}" for k in
+                                                        ("precision", "recall", "dice", "iou"))
+            + " | - | - | - | - | - |"]
+    facts = []
+    for record in records:
+        row, fact = record_row(record)
+        rows.append(row)
+        facts.append(f"- {fact}")
+    images = []
+    for record in records:
+        plots = record / "metrics" / "plots"
+        images += [f"![{record.name} {name}]({plots / name})" for name in ("training.png", "curves.png")
+                   if (plots / name).is_file()]
+    return "\n".join([RECORD_BEGIN, "", *rows, "", *facts, "", *images, "", RECORD_END])
+
+
+ABLATIONS_BEGIN, ABLATIONS_END = "<!-- ablations:begin (micropatch readme) -->", "<!-- ablations:end -->"
+ABLATION_COLUMNS = ("aupr_11", "ap", "dice", "lesion_sensitivity", "fps_per_image")
+
+
+def ablation_block(ablations: Path, shift: Path) -> str:
+    """Markdown: benchmarks/results/record_ablations.json and camera_shift.json as tables (those that exist)."""
+    import json
+
+    lines = [ABLATIONS_BEGIN, ""]
+    if ablations.is_file():
+        measured = json.loads(ablations.read_text())
+        lines += [f"Inference-side ablations of `results/{measured['record']}` on its {measured['images']} val images "
+                  f"(`{ablations.relative_to(ablations.parents[2])}`):", "",
+                  "| row | aupr_11 | AP | Dice % | lesion sens. % | FPs/img |", "|---|---|---|---|---|---|"]
+        for name, row in measured["rows"].items():
+            lines.append(f"| {name} | {row['aupr_11']:.4f} | {row['ap']:.4f} | {100 * row['dice']:.2f} | "
+                         f"{100 * row['lesion_sensitivity']:.1f} | {row['fps_per_image']:.2f} |")
+        lines.append("")
+    if shift.is_file():
+        measured = json.loads(shift.read_text())
+        lines += [f"Camera shift (`{shift.relative_to(shift.parents[2])}`): the {measured['images']} val photographs "
+                  "and masks resampled and re-encoded as JPEG q75, scored at their own size at the model's operating "
+                  f"point; inference {measured['inference']['mode']} {measured['inference']['precision']}; training "
+                  f"FOV diameter {measured['train_fov_diameter']} px:", "",
+                  "| set | Dice % | of native | aupr_11 | lesion sens. % | FPs/img |", "|---|---|---|---|---|---|"]
+        for name, row in measured["results"].items():
+            lines.append(f"| {name} | {100 * row['dice']:.2f} | {100 * row['dice_vs_native']:.0f} % | "
+                         f"{row['aupr_11']:.4f} | {100 * row['lesion_sensitivity']:.1f} | {row['fps_per_image']:.2f} |")
+        lines.append("")
+    return "\n".join(lines + [ABLATIONS_END])
 
 
 def replace_block(text: str, begin: str, end: str, block: str, readme: Path) -> str:
@@ -69,12 +120,16 @@ def replace_block(text: str, begin: str, end: str, block: str, readme: Path) -> 
     return pattern.sub(lambda _: block, text)
 
 
-def update(readme: Path = Path("README.md"), metrics: Path = Path("metrics"),
-           record: Path = Path("results/idrid-ma")) -> None:
-    """Replace README.md's results block (and the real-IDRiD record's, when the record has metrics) in place."""
+def update(readme: Path = Path("README.md"), metrics: Path = Path("metrics"), results: Path = Path("results")) -> None:
+    """Replace README.md's results block (and the real-IDRiD records', those with metrics) in place."""
     from .fileio import write_text
 
     text = replace_block(readme.read_text(), BEGIN, END, results_block(metrics), readme)
-    if (record / "metrics" / "domains" / "idrid_val.json").is_file():
-        text = replace_block(text, RECORD_BEGIN, RECORD_END, record_block(record), readme)
+    records = [results / name for name in RECORDS if (results / name / "metrics/domains/idrid_val.json").is_file()]
+    if records:
+        text = replace_block(text, RECORD_BEGIN, RECORD_END, record_block(records), readme)
+    measured = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    if ABLATIONS_BEGIN in text:
+        text = replace_block(text, ABLATIONS_BEGIN, ABLATIONS_END,
+                             ablation_block(measured / "record_ablations.json", measured / "camera_shift.json"), readme)
     write_text(readme, text)

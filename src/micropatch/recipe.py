@@ -9,8 +9,11 @@ log = logging.getLogger(__name__)
 
 # Inference settings that are not the model's to decide (the method's defaults; params.yaml `infer` sets them for
 # the pipeline). window and stride come from the recipe: the patch size the model was trained on.
+# tta: none, or flips (the mean probability over the 4 flips of each window, 4x the compute); rescale_fov: resample
+# each image so that its FOV diameter is the training images' (the recipe's fov_diameter), predict, and resample
+# the maps back to the native frame, where they are scored.
 INFER_DEFAULTS = {"mode": "paper", "precision": "fp32", "batch_size": 32, "refine_threshold": 0.15,
-                  "calibration_windows": 32}
+                  "calibration_windows": 32, "tta": "none", "rescale_fov": False}
 PREPROCESS_KEYS = ("clahe_clip_limit", "clahe_grid", "fov_threshold")
 
 

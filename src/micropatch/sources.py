@@ -215,8 +215,12 @@ def extract(archive: Path, dest: Path, limits: Limits) -> Path:
     return dest
 
 
-def download(url: str, sha256: str, folder: Path, timeout_s: float = 60) -> Path:
-    """Fetch url into folder (resuming a partial .part file with an HTTP Range request); verify sha256 before use."""
+def download(url: str, sha256: str, folder: Path, timeout_s: float = 60,
+             again: str = "run the download stage again", pinned_in: str = "params.yaml") -> Path:
+    """Fetch url into folder (resuming a partial .part file with an HTTP Range request); verify sha256 before use.
+
+    again, pinned_in: how the error messages tell the user to retry, and where the URL and sha256 are written.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / (Path(urlparse(url).path).name or "download")
     if final.is_file() and sha256_file(final) == sha256:
@@ -243,14 +247,14 @@ def download(url: str, sha256: str, folder: Path, timeout_s: float = 60) -> Path
             raise InputError(f"{url}: HTTP {err.code} {err.reason}; check the URL") from err
     except (URLError, OSError, ValueError) as err:
         got = part.stat().st_size if part.is_file() else 0
-        raise InputError(f"{url}: download interrupted after {got} bytes ({err}); run the download stage "
-                         f"again to resume from {part}") from err
+        raise InputError(f"{url}: download interrupted after {got} bytes ({err}); {again} to resume from "
+                         f"{part}") from err
     actual = sha256_file(part)
     if actual != sha256:
         part.unlink()
         raise InputError(f"{url}: sha256 {actual} is not the expected {sha256}: the file is truncated or not the "
-                         "published one; deleted it, nothing was extracted. Check the URL and sha256 in params.yaml "
-                         "and run again")
+                         f"published one; deleted it, nothing was extracted or loaded. Check the URL and sha256 in "
+                         f"{pinned_in} and {again}")
     os.replace(part, final)
     return final
 

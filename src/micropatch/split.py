@@ -1,4 +1,4 @@
-"""Patient-isolated train/val split, made before any patch exists, written as a manifest."""
+"""Patient-isolated train/val (and optional inner tune) split, made before any patch exists, as a manifest."""
 from __future__ import annotations
 
 import csv
@@ -11,6 +11,9 @@ from .fileio import InputError, write_text
 
 MANIFEST_COLUMNS = ("dataset", "image_id", "patient_key", "split", "official_split", "sha256", "phash",
                     "height", "width", "lesion_bearing", "source")
+
+
+TRAINING_SIDE = ("train", "tune")  # splits whose images decide weights, the epoch or the operating point
 
 
 def read_patient_keys(path: str | Path) -> dict[str, str]:
@@ -61,8 +64,12 @@ def merge_duplicate_groups(pool: list[dict], group_of: dict[int, str], phash_thr
 
 def assign_splits(fingerprints: list[dict], train_on: list[str], val_fraction: float, seed: int,
                   patient_keys: dict[str, str] | None = None, merge_near_duplicates: bool = True,
-                  phash_threshold: int | None = None) -> list[dict]:
+                  phash_threshold: int | None = None, tune_fraction: float = 0.0) -> list[dict]:
     """Manifest rows: train-role images split train/val by patient, official test images and other datasets 'test'.
+
+    tune_fraction > 0 moves that fraction of the train side's patient groups into 'tune', an inner split that is
+    never trained on: the train stage selects its epoch there, and the operating point is chosen there, so the
+    val images stay untouched until scoring.
 
     With merge_near_duplicates, images with identical bytes or near-identical fundus (within phash_threshold
     bits: the audit's own threshold, params `audit.phash_threshold`) join one patient group, so unlabelled
@@ -89,8 +96,12 @@ def assign_splits(fingerprints: list[dict], train_on: list[str], val_fraction: f
     val = choose_val_groups(groups, positive, val_fraction, seed)
     for r in rows:
         r["split"] = "test"
+    tune = set()
+    if tune_fraction > 0:
+        rest = [g for g in groups if g not in val]
+        tune = choose_val_groups(rest, positive & set(rest), tune_fraction, seed + 1)
     for i, r in enumerate(pool):
-        r["split"] = "val" if group_of[i] in val else "train"
+        r["split"] = "val" if group_of[i] in val else "tune" if group_of[i] in tune else "train"
     return sorted(rows, key=lambda r: (r["dataset"], r["image_id"]))
 
 
@@ -129,9 +140,9 @@ def domain_rows(rows: list[dict], domain: str, spec: dict) -> list[dict]:
               and r["official_split"] == spec.get("official_split", r["official_split"])]
     if not chosen:
         raise InputError(f"roles.test_on.{domain}: no image of the manifest matches {spec}; check the dataset name "
-                         "and split (manifest splits: train, val, test)")
-    trained = [r["image_id"] for r in chosen if r["split"] == "train"]
+                         "and split (manifest splits: train, tune, val, test)")
+    trained = [r["image_id"] for r in chosen if r["split"] in TRAINING_SIDE]
     if trained:
-        raise InputError(f"roles.test_on.{domain}: {len(trained)} of its images are training images "
-                         f"({trained[:3]}...); give split: val or split: test")
+        raise InputError(f"roles.test_on.{domain}: {len(trained)} of its images are training images (split train "
+                         f"or tune: {trained[:3]}...); give split: val or split: test")
     return chosen

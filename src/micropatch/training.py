@@ -1,4 +1,5 @@
-"""Training: patch loader with seeded augmentation, Dice+Focal loss, checkpoint/resume, early stopping."""
+"""Training: patch loader with seeded augmentation, Dice+Focal loss, checkpoint/resume, epoch selection on the
+selection split (tune when the manifest has one, else val), early stopping."""
 from __future__ import annotations
 
 import logging
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .fileio import InputError, atomic_path, load_params
-from .metrics import scores
+from .metrics import LEVELS, aupr_11, average_precision, counts_at, scores
 from .model import build_model, normalise, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,13 @@ class PatchDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(image)[None]), torch.from_numpy(np.ascontiguousarray(mask))
 
 
+LR_SCHEDULES = ("plateau", "cosine")
+# patch_dice: pooled Dice at 0.5 over the selection patches, where about half the windows hold a lesion (the paper).
+# dice, aupr_11, ap: full-image estimates: lesion-free windows weighted by 1 / background_keep, so the pooled counts
+# stand for every window of the selection images, 99.9 % background as they are (weighted_histograms).
+SELECTION_SCORES = ("patch_dice", "dice", "aupr_11", "ap")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The train section of params.yaml, which is the only place its values are written down."""
@@ -71,6 +79,14 @@ class TrainConfig:
     workers: int
     seed: int
     max_steps_per_epoch: int | None
+    lr_schedule: str             # plateau (ReduceLROnPlateau on the selection score, the paper) or cosine (per step)
+    select_on: str               # the epoch's score on the selection split: one of SELECTION_SCORES
+
+    def __post_init__(self):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"train.lr_schedule {self.lr_schedule!r}: choose one of {LR_SCHEDULES}")
+        if self.select_on not in SELECTION_SCORES:
+            raise ValueError(f"train.select_on {self.select_on!r}: choose one of {SELECTION_SCORES}")
 
     @classmethod
     def from_params(cls, path: str | Path = "params.yaml", **overrides) -> "TrainConfig":
@@ -106,11 +122,35 @@ def train_step(model, optimizer, scaler, loss_fn, images, masks, device) -> floa
     return loss.item()
 
 
-def evaluate_patches(model, loader, loss_fn, device) -> tuple[float, float]:
-    """(mean loss, pooled Dice at 0.5) over a patch loader."""
+def patch_weights(lesion_pixels: np.ndarray, background_keep: float) -> np.ndarray:
+    """Per-patch weights that make a selection patch set stand for whole images: a lesion window was always kept
+    (weight 1), a lesion-free one with probability background_keep (weight 1 / background_keep)."""
+    if not 0 < background_keep <= 1:
+        raise ValueError(f"background_keep {background_keep} must be in (0, 1]")
+    return np.where(np.asarray(lesion_pixels) > 0, 1.0, 1.0 / background_keep)
+
+
+def weighted_histograms(probability: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """float64 (L, 2, 256): metrics.image_histograms' counts, per lesion, with each patch counted `weights` times.
+
+    probability: float (N, L, S, S) in [0, 1]; truth: bool (N, L, S, S); weights: (N,).
+    """
+    levels = np.round(np.clip(probability, 0, 1) * (LEVELS - 1)).astype(np.int64)  # as the maps are stored
+    n, n_lesions = levels.shape[:2]
+    pixel_weights = np.repeat(np.asarray(weights, np.float64), levels[0, 0].size)
+    out = np.zeros((n_lesions, 2, LEVELS))
+    for lesion in range(n_lesions):
+        index = truth[:, lesion].reshape(n, -1).astype(np.int64) * LEVELS + levels[:, lesion].reshape(n, -1)
+        out[lesion] = np.bincount(index.ravel(), pixel_weights, minlength=2 * LEVELS).reshape(2, LEVELS)
+    return out
+
+
+def evaluate_patches(model, loader, loss_fn, device, weights: np.ndarray | None = None) -> dict[str, float]:
+    """Selection scores over a patch loader (in order): loss, patch_dice (pooled at 0.5) and, with per-patch
+    `weights` (patch_weights), the full-image estimates dice, aupr_11 and ap, means over the lesions."""
     model.eval()
     tp = fp = fn = 0
-    losses = []
+    losses, hist, seen = [], 0.0, 0
     with torch.inference_mode():
         for images, masks in loader:
             images = normalise(images.to(device)).contiguous(memory_format=torch.channels_last)
@@ -123,7 +163,16 @@ def evaluate_patches(model, loader, loss_fn, device) -> tuple[float, float]:
             tp += int((pred & truth).sum())
             fp += int((pred & ~truth).sum())
             fn += int((~pred & truth).sum())
-    return mean(losses), scores(tp, fp, fn)["dice"]
+            if weights is not None:
+                batch_weights = weights[seen:seen + len(images)]
+                hist = hist + weighted_histograms(torch.sigmoid(logits.float()).cpu().numpy(),
+                                                  truth.cpu().numpy(), batch_weights)
+            seen += len(images)
+    result = {"loss": mean(losses), "patch_dice": scores(tp, fp, fn)["dice"]}
+    if weights is not None:
+        result |= {"dice": mean([scores(*counts_at(h, 0.5))["dice"] for h in hist]),
+                   "aupr_11": mean([aupr_11(h) for h in hist]), "ap": mean([average_precision(h) for h in hist])}
+    return result
 
 
 def mean(values: list[float]) -> float:
@@ -136,9 +185,14 @@ def state_dict_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def train(train_dir: Path, val_dir: Path, lesions: list[str], cfg: TrainConfig, model_path: Path,
-          state_path: Path, fingerprint: str, recipe: dict | None = None, on_epoch=None) -> dict:
-    """Train; write the best val-Dice weights to model_path when training ends.
+def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfig, model_path: Path,
+          state_path: Path, fingerprint: str, recipe: dict | None = None, on_epoch=None,
+          monitor_dir: Path | None = None) -> dict:
+    """Train; write the weights of the epoch with the best `cfg.select_on` score on select_dir's patches (the
+    tune split when there is one, else val) to model_path when training ends.
+
+    monitor_dir: a patch set scored after every epoch for the history only (val, when selection is on tune), never
+    for selection, stopping or the learning rate.
 
     state_path holds everything a resume needs, the best weights so far included, so DVC deleting model_path
     before a rerun loses nothing. It is used only when its fingerprint (params and data) matches. recipe: what the
@@ -149,10 +203,18 @@ def train(train_dir: Path, val_dir: Path, lesions: list[str], cfg: TrainConfig, 
     model = build_model(len(lesions), cfg.encoder, cfg.encoder_weights, cfg.attention)
     model = model.to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "max", cfg.lr_factor, cfg.lr_patience)
+    train_set = PatchDataset(train_dir, augment=True, seed=cfg.seed)
+    select_set = PatchDataset(select_dir, augment=False, seed=cfg.seed)
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch or steps_per_epoch)
+    if cfg.lr_schedule == "cosine":  # stepped per batch, to lr * 1e-2 at the last step of the last epoch
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * steps_per_epoch,
+                                                               eta_min=cfg.lr * 1e-2)
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "max", cfg.lr_factor, cfg.lr_patience)
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
     loss_fn = make_loss(len(lesions), cfg)
-    state = {"epoch": 0, "best_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
     best_weights = state_dict_copy(model)
     if state_path.is_file():
         try:
@@ -172,34 +234,49 @@ def train(train_dir: Path, val_dir: Path, lesions: list[str], cfg: TrainConfig, 
         else:
             log.info("ignoring %s: it belongs to other params or data", state_path)
 
-    train_set = PatchDataset(train_dir, augment=True, seed=cfg.seed)
-    val_set = PatchDataset(val_dir, augment=False, seed=cfg.seed)
     pin = device.type == "cuda"
-    val_loader = DataLoader(val_set, batch_size=2 * cfg.batch_size, num_workers=cfg.workers, pin_memory=pin)
+    from .patches import read_patch_index, read_patch_meta
+
+    def weighted_loader(folder: Path) -> tuple[DataLoader, np.ndarray]:
+        loader = DataLoader(PatchDataset(folder, augment=False, seed=cfg.seed), batch_size=2 * cfg.batch_size,
+                            num_workers=cfg.workers, pin_memory=pin)
+        weights = patch_weights([r["lesion_pixels"] for r in read_patch_index(folder)],
+                                read_patch_meta(folder)["background_keep"])
+        return loader, weights
+
+    select_loader, select_weights = weighted_loader(select_dir)
+    monitor = weighted_loader(monitor_dir) if monitor_dir else None
 
     while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.early_stopping_patience:
         epoch = state["epoch"] + 1
         train_set.epoch = epoch
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_set))
         batches = [order[i:i + cfg.batch_size].tolist() for i in range(0, len(order), cfg.batch_size)]
-        batches = batches[:cfg.max_steps_per_epoch] if cfg.max_steps_per_epoch else batches
+        batches = batches[:steps_per_epoch]
         loader = DataLoader(train_set, batch_sampler=batches, num_workers=cfg.workers, pin_memory=pin)
         model.train()
         started, losses = time.perf_counter(), []
         for images, masks in tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False):
             try:
                 losses.append(train_step(model, optimizer, scaler, loss_fn, images, masks, device))
+                if cfg.lr_schedule == "cosine":
+                    scheduler.step()
             except TrainingDiverged as err:
                 raise TrainingDiverged(f"{err} in epoch {epoch}; kept the last good checkpoint {state_path} "
                                        "(lower train.lr, or check the patch set for corrupt values)") from None
-        val_loss, val_dice = evaluate_patches(model, val_loader, loss_fn, device)
-        scheduler.step(val_dice)
-        row = {"epoch": epoch, "train_loss": mean(losses), "val_loss": val_loss, "val_dice": val_dice,
-               "lr": optimizer.param_groups[0]["lr"]}  # no timings here: metrics must repeat exactly
+        selection = evaluate_patches(model, select_loader, loss_fn, device, select_weights)
+        score = selection[cfg.select_on]
+        if cfg.lr_schedule == "plateau":
+            scheduler.step(score)
+        row = {"epoch": epoch, "train_loss": mean(losses)} | {f"select_{k}": v for k, v in selection.items()}
+        if monitor:
+            monitored = evaluate_patches(model, monitor[0], loss_fn, device, monitor[1])
+            row |= {f"monitor_{k}": v for k, v in monitored.items()}
+        row["lr"] = optimizer.param_groups[0]["lr"]  # no timings here: metrics must repeat exactly
         state["history"].append(row)
         state["epoch"] = epoch
-        if val_dice > state["best_dice"]:
-            state.update(best_dice=val_dice, best_epoch=epoch, bad_epochs=0)
+        if score > state["best_score"]:
+            state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
             best_weights = state_dict_copy(model)
         else:
             state["bad_epochs"] += 1
@@ -207,16 +284,20 @@ def train(train_dir: Path, val_dir: Path, lesions: list[str], cfg: TrainConfig, 
             torch.save({"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                         "torch_rng": torch.get_rng_state(), "best_model": best_weights, "progress": state}, tmp)
-        log.info("epoch %d: train loss %.4f, val loss %.4f, val Dice %.4f (%.0f s)", epoch, row["train_loss"],
-                 val_loss, val_dice, time.perf_counter() - started)
+        log.info("epoch %d: train loss %.4f; %s: loss %.4f, patch Dice %.4f, Dice %.4f, aupr_11 %.4f, AP %.4f "
+                 "(%.0f s)", epoch, row["train_loss"], Path(select_dir).name, selection["loss"],
+                 selection["patch_dice"], selection["dice"], selection["aupr_11"], selection["ap"],
+                 time.perf_counter() - started)
         if on_epoch:
             on_epoch(state["history"])
 
     model.load_state_dict(best_weights)
     config = (recipe or {}) | {"lesions": list(lesions), "encoder": cfg.encoder, "attention": cfg.attention,
-                               "epoch": state["best_epoch"], "val_dice": state["best_dice"]}
+                               "epoch": state["best_epoch"], "selection_split": Path(select_dir).name,
+                               f"select_{cfg.select_on}": state["best_score"]}
     save_checkpoint(model_path, model, config)
-    return {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_val_dice": state["best_dice"],
+    return {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "selection_split": Path(select_dir).name,
+            "select_on": cfg.select_on, "best_select_score": state["best_score"],
             "stopped_early": state["epoch"] < cfg.epochs, "history": state["history"],
-            "train_patches": len(train_set), "val_patches": len(val_set), "device": device.type,
+            "train_patches": len(train_set), "select_patches": len(select_set), "device": device.type,
             "train_loss_final": state["history"][-1]["train_loss"] if state["history"] else math.nan}
