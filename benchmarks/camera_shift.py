@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--mode", default="fast")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--compute", default="fast")
+    parser.add_argument("--images", type=int, help="the first N val images only (default: all)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     compute.configure(args.compute)
@@ -59,6 +60,7 @@ def main() -> None:
     preprocess = config["preprocess"]
     base = resolve(config, "inference", {"mode": args.mode, "precision": args.precision}, DEFAULTS)
     rows = [r for r in read_manifest(args.record / "data/splits/manifest.csv") if r["split"] == "val"]
+    rows = rows[:args.images] if args.images else rows
     sizes = [None] + [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     if args.quick:
         rows, sizes = rows[:2], [None, (512, 340)]
