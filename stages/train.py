@@ -1,12 +1,17 @@
 """Stage train: U-Net (ResNet34, scSE) on the train patches; the weights of the epoch that scores best on the
 selection split (tune when the manifest has one, else val) with their recipe, per-epoch history, resumable after a
-kill (also when DVC has deleted the outputs before rerunning the stage)."""
+kill (also when DVC has deleted the outputs before rerunning the stage).
+
+Data-parallel: with `train.processes` > 1 the stage runs itself under torchrun on this machine; on several
+machines, start `torchrun --nnodes ... stages/train.py <the same arguments>` on each (README, "Scale out")."""
 import argparse
 import csv
 import hashlib
 import io
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 
 from micropatch import compute, logs
@@ -28,7 +33,12 @@ def main() -> None:
     args = parser.parse_args()
     logs.setup()
     params = load_params()
+    processes = params["train"]["processes"]
+    if processes > 1 and "LOCAL_RANK" not in os.environ:  # one machine: become torchrun's N workers
+        os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                  f"--nproc-per-node={processes}", __file__, *sys.argv[1:]])
     settings = compute.configure(**params["compute"])  # before torch is imported: it pins what decides the bits
+    from micropatch import parallel
     from micropatch.model import INPUT_MEAN, INPUT_STD
     from micropatch.provenance import versions
     from micropatch.recipe import training_recipe
@@ -42,9 +52,16 @@ def main() -> None:
     recipe = training_recipe(params["preprocess"], params["patchify"], {"mean": INPUT_MEAN, "std": INPUT_STD},
                              settings, sha256_file(args.manifest))
     # with a tune split, val is scored each epoch for the history (never for selection): its full-image estimates
+    ctx = parallel.setup()
+    if ctx.distributed and ctx.world != processes:
+        logging.warning("train: %d processes, train.processes says %d (the global batch is still %d)", ctx.world,
+                        processes, cfg.batch_size)
     summary = train(args.patches / "train", args.patches / selection, params["lesions"], cfg, args.model, args.state,
                     fingerprint, recipe, on_epoch=lambda history: write_history(args.history, history),
-                    monitor_dir=args.patches / "val" if selection == "tune" else None)
+                    monitor_dir=args.patches / "val" if selection == "tune" else None, ctx=ctx)
+    parallel.teardown(ctx)
+    if not ctx.is_main:
+        return
     history = summary.pop("history")
     write_history(args.history, history)
     write_json(args.summary, summary | {"seed": cfg.seed, "compute": settings, "versions": versions()})

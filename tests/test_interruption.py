@@ -18,12 +18,12 @@ PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 CFG = dict(epochs=3, batch_size=8, max_steps_per_epoch=3, early_stopping_patience=10, seed=0)
 
 
-def patch_set(folder: Path, n: int, seed: int) -> Path:
+def patch_set(folder: Path, n: int, seed: int, size: int = 128) -> Path:
     rng = np.random.default_rng(seed)
-    images = rng.integers(60, 200, (n, 128, 128)).astype(np.uint8)
-    masks = np.zeros((n, 1, 128, 128), np.uint8)
+    images = rng.integers(60, 200, (n, size, size)).astype(np.uint8)
+    masks = np.zeros((n, 1, size, size), np.uint8)
     for i in range(n):
-        y, x = rng.integers(10, 118, 2)
+        y, x = rng.integers(10, size - 10, 2)
         masks[i, 0, y - 3:y + 3, x - 3:x + 3] = 1
         images[i][masks[i, 0] > 0] = 20
     index = [{"dataset": "d", "image_id": f"i{i}", "y": 0, "x": 0, "lesion_pixels": 36} for i in range(n)]

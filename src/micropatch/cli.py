@@ -150,6 +150,32 @@ def cmd_predict(args) -> int:
     return 2 if failed else 0
 
 
+def cmd_tune(args) -> int:
+    """Run (or join) an Optuna study over params.yaml's `tune.space`; optionally write the best values back."""
+    from . import compute
+    from .tuning import Workspace, run_study, write_best
+
+    params = load_params(path=args.params)
+    tune = params["tune"]
+    compute.configure(**params["compute"])  # before torch is imported: it pins what decides the bits
+    workspace = Workspace(Path(args.params), args.patches, args.preprocessed, args.manifest, args.work)
+    if not (args.patches / "train" / "meta.json").is_file():
+        raise InputError(f"{args.patches}/train holds no patch set: run `dvc repro patchify` first (the study "
+                         "trains on the pipeline's train patches and scores on its selection split)")
+    study = run_study(workspace, args.storage or tune["storage"], args.study or tune["study"],
+                      args.trials or tune["trials"], tune["seed"] if args.seed is None else args.seed,
+                      args.heartbeat, args.grace, args.max_retry, dvc_experiments=not args.no_dvc_exp)
+    if args.write_best:
+        try:
+            best = study.best_trial
+        except ValueError:
+            raise InputError(f"study {study.study_name} has no complete trial yet: nothing to write") from None
+        write_best(Path(args.params), best.params)
+        logging.info("tune: wrote trial %d's values (%s %.4f) into %s: `dvc repro` trains them", best.number,
+                     tune["objective"], best.value, args.params)
+    return 0
+
+
 def cmd_pipeline(args) -> int:
     """Write dvc.yaml for the root project and every record (or check that they are current)."""
     from .pipeline import is_current, projects, write
@@ -227,6 +253,29 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--min-area", type=int, help="predicted components smaller than this (px) are dropped "
                                                  "(default: the model's operating point)")
     pr.set_defaults(func=cmd_predict)
+    tu = sub.add_parser("tune", help="hyper-parameter search (Optuna: TPE, pruning) over params.yaml tune.space, on "
+                                     "the pipeline's train patches and selection split; workers may share a study")
+    tu.add_argument("--params", default="params.yaml")
+    tu.add_argument("--patches", type=Path, default=Path("data/patches"))
+    tu.add_argument("--preprocessed", type=Path, default=Path("data/preprocessed"))
+    tu.add_argument("--manifest", type=Path, default=Path("data/splits/manifest.csv"))
+    tu.add_argument("--work", type=Path, default=Path("data/tune"),
+                    help="cached patch sets, per-trial dvclive folders, <study>/best.json")
+    tu.add_argument("--storage", help="SQLAlchemy URL (default: params tune.storage, a SQLite file); "
+                                      "postgresql+psycopg2://user@host:port/db lets workers on many machines share it")
+    tu.add_argument("--study", help="study name (default: params tune.study)")
+    tu.add_argument("--trials", type=int, help="stop when the study holds this many finished trials, whichever "
+                                               "workers ran them (default: params tune.trials)")
+    tu.add_argument("--seed", type=int, help="TPE sampler seed (default: params tune.seed); give each worker "
+                                             "its own, or they propose the same first trials")
+    tu.add_argument("--heartbeat", type=int, default=60, help="seconds between a running trial's heartbeats")
+    tu.add_argument("--grace", type=int, default=180,
+                    help="a running trial without a heartbeat for this long is failed (its worker died) and retried")
+    tu.add_argument("--max-retry", type=int, default=1, help="retries of a trial whose worker died")
+    tu.add_argument("--no-dvc-exp", action="store_true", help="log trials with dvclive without saving DVC experiments")
+    tu.add_argument("--write-best", action="store_true",
+                    help="write the best trial's values into params.yaml (comments kept), for `dvc repro`")
+    tu.set_defaults(func=cmd_tune)
     pl = sub.add_parser("pipeline", help="write dvc.yaml of the root project and of every record under results/ "
                                          "from params.yaml and the stage scripts' imports")
     pl.add_argument("--check", action="store_true", help="only check that every dvc.yaml is current (exit 1 if not)")

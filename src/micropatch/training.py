@@ -16,6 +16,7 @@ from tqdm import tqdm
 from .fileio import InputError, atomic_path, load_params
 from .metrics import LEVELS, aupr_11, average_precision, counts_at, scores
 from .model import build_model, normalise, save_checkpoint
+from .parallel import Context, barrier, broadcast, convert_sync_batchnorm, global_batch_loss, shard_batches
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class PatchDataset(Dataset):
 
 
 LR_SCHEDULES = ("plateau", "cosine")
+OPTIMIZERS = ("adamw", "sgd")
 # patch_dice: pooled Dice at 0.5 over the selection patches, where about half the windows hold a lesion (the paper).
 # dice, aupr_11, ap: full-image estimates: lesion-free windows weighted by 1 / background_keep, so the pooled counts
 # stand for every window of the selection images, 99.9 % background as they are (weighted_histograms).
@@ -81,8 +83,20 @@ class TrainConfig:
     max_steps_per_epoch: int | None
     lr_schedule: str             # plateau (ReduceLROnPlateau on the selection score, the paper) or cosine (per step)
     select_on: str               # the epoch's score on the selection split: one of SELECTION_SCORES
+    optimizer: str               # adamw (the paper) or sgd (with momentum, Nesterov)
+    momentum: float              # sgd only
+    bce_weight: float            # loss = dice_weight * Dice + bce_weight * BCE + the rest * Focal
+    processes: int               # > 1: the train stage runs itself under torchrun with this many processes
+    sync_batchnorm: bool         # with processes > 1: BatchNorm statistics over the global batch
 
     def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"train.optimizer {self.optimizer!r}: choose one of {OPTIMIZERS}")
+        if not (0 <= self.dice_weight and 0 <= self.bce_weight and self.dice_weight + self.bce_weight <= 1):
+            raise ValueError(f"train.dice_weight {self.dice_weight} and train.bce_weight {self.bce_weight} must be "
+                             "non-negative and sum to at most 1 (Focal takes the rest)")
+        if not (isinstance(self.processes, int) and self.processes >= 1):
+            raise ValueError(f"train.processes must be a positive integer, got {self.processes!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"train.lr_schedule {self.lr_schedule!r}: choose one of {LR_SCHEDULES}")
         if self.select_on not in SELECTION_SCORES:
@@ -95,13 +109,26 @@ class TrainConfig:
 
 
 def make_loss(n_classes: int, cfg: TrainConfig):
-    """0.5 Dice + 0.5 Focal (alpha, gamma from cfg) on logits."""
+    """dice_weight Dice + bce_weight BCE + the rest Focal (alpha, gamma from cfg), on logits (the paper: 0.5 Dice +
+    0.5 Focal). A term of weight 0 is not computed, so the paper's loss keeps the bits it had before BCE existed."""
     from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
 
     mode = "binary" if n_classes == 1 else "multilabel"
     dice = DiceLoss(mode, from_logits=True)
     focal = FocalLoss(mode, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma)
-    return lambda logits, target: cfg.dice_weight * dice(logits, target) + (1 - cfg.dice_weight) * focal(logits, target)
+    focal_weight = 1 - cfg.dice_weight - cfg.bce_weight
+    if cfg.bce_weight == 0:
+        return lambda logits, target: cfg.dice_weight * dice(logits, target) + focal_weight * focal(logits, target)
+    bce = torch.nn.BCEWithLogitsLoss()
+    return lambda logits, target: (cfg.dice_weight * dice(logits, target) + cfg.bce_weight * bce(logits, target)
+                                   + focal_weight * focal(logits, target))
+
+
+def make_optimizer(parameters, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def train_step(model, optimizer, scaler, loss_fn, images, masks, device) -> float:
@@ -187,7 +214,7 @@ def state_dict_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfig, model_path: Path,
           state_path: Path, fingerprint: str, recipe: dict | None = None, on_epoch=None,
-          monitor_dir: Path | None = None) -> dict:
+          monitor_dir: Path | None = None, ctx: Context | None = None) -> dict:
     """Train; write the weights of the epoch with the best `cfg.select_on` score on select_dir's patches (the
     tune split when there is one, else val) to model_path when training ends.
 
@@ -197,12 +224,18 @@ def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfi
     state_path holds everything a resume needs, the best weights so far included, so DVC deleting model_path
     before a rerun loses nothing. It is used only when its fingerprint (params and data) matches. recipe: what the
     model file carries besides its architecture (preprocessing, windows, data hash; see stages/train.py).
+
+    ctx: under torchrun (parallel.setup), this process's rank: each trains on its shard of every global batch of
+    cfg.batch_size, with the global batch's loss; rank 0 scores the selection split and alone writes files.
     """
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    ctx = ctx or Context(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    device = ctx.device
     torch.manual_seed(cfg.seed)
     model = build_model(len(lesions), cfg.encoder, cfg.encoder_weights, cfg.attention)
+    if ctx.distributed and cfg.sync_batchnorm:
+        model = convert_sync_batchnorm(model, device)
     model = model.to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model.parameters(), cfg)
     train_set = PatchDataset(train_dir, augment=True, seed=cfg.seed)
     select_set = PatchDataset(select_dir, augment=False, seed=cfg.seed)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
@@ -214,6 +247,7 @@ def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfi
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "max", cfg.lr_factor, cfg.lr_patience)
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
     loss_fn = make_loss(len(lesions), cfg)
+    train_loss_fn = global_batch_loss(loss_fn, ctx)
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
     best_weights = state_dict_copy(model)
     if state_path.is_file():
@@ -246,30 +280,41 @@ def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfi
 
     select_loader, select_weights = weighted_loader(select_dir)
     monitor = weighted_loader(monitor_dir) if monitor_dir else None
+    learner = model
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # static_graph: the same parameters are used every step, and some never (smp's last decoder block has
+        # no skip connection, so its first attention module is not called)
+        learner = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                          static_graph=True)
 
     while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.early_stopping_patience:
         epoch = state["epoch"] + 1
         train_set.epoch = epoch
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_set))
         batches = [order[i:i + cfg.batch_size].tolist() for i in range(0, len(order), cfg.batch_size)]
-        batches = batches[:steps_per_epoch]
+        batches = shard_batches(batches[:steps_per_epoch], ctx)
         loader = DataLoader(train_set, batch_sampler=batches, num_workers=cfg.workers, pin_memory=pin)
         model.train()
         started, losses = time.perf_counter(), []
-        for images, masks in tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False):
+        for images, masks in tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False,
+                                  disable=not ctx.is_main):
             try:
-                losses.append(train_step(model, optimizer, scaler, loss_fn, images, masks, device))
+                losses.append(train_step(learner, optimizer, scaler, train_loss_fn, images, masks, device))
                 if cfg.lr_schedule == "cosine":
                     scheduler.step()
             except TrainingDiverged as err:
                 raise TrainingDiverged(f"{err} in epoch {epoch}; kept the last good checkpoint {state_path} "
                                        "(lower train.lr, or check the patch set for corrupt values)") from None
-        selection = evaluate_patches(model, select_loader, loss_fn, device, select_weights)
+        # rank 0 scores (the weights are the same on every rank); every rank then takes the same decisions
+        selection = evaluate_patches(model, select_loader, loss_fn, device, select_weights) if ctx.is_main else None
+        selection = broadcast(selection, ctx)
         score = selection[cfg.select_on]
         if cfg.lr_schedule == "plateau":
             scheduler.step(score)
         row = {"epoch": epoch, "train_loss": mean(losses)} | {f"select_{k}": v for k, v in selection.items()}
-        if monitor:
+        if monitor and ctx.is_main:
             monitored = evaluate_patches(model, monitor[0], loss_fn, device, monitor[1])
             row |= {f"monitor_{k}": v for k, v in monitored.items()}
         row["lr"] = optimizer.param_groups[0]["lr"]  # no timings here: metrics must repeat exactly
@@ -280,10 +325,15 @@ def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfi
             best_weights = state_dict_copy(model)
         else:
             state["bad_epochs"] += 1
-        with atomic_path(state_path) as tmp:
-            torch.save({"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                        "torch_rng": torch.get_rng_state(), "best_model": best_weights, "progress": state}, tmp)
+        if ctx.is_main:
+            with atomic_path(state_path) as tmp:
+                torch.save({"fingerprint": fingerprint, "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                            "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+                            "best_model": best_weights, "progress": state}, tmp)
+        barrier(ctx)  # no rank runs ahead of the checkpoint it would resume from
+        if not ctx.is_main:
+            continue
         log.info("epoch %d: train loss %.4f; %s: loss %.4f, patch Dice %.4f, Dice %.4f, aupr_11 %.4f, AP %.4f "
                  "(%.0f s)", epoch, row["train_loss"], Path(select_dir).name, selection["loss"],
                  selection["patch_dice"], selection["dice"], selection["aupr_11"], selection["ap"],
@@ -295,9 +345,11 @@ def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfi
     config = (recipe or {}) | {"lesions": list(lesions), "encoder": cfg.encoder, "attention": cfg.attention,
                                "epoch": state["best_epoch"], "selection_split": Path(select_dir).name,
                                f"select_{cfg.select_on}": state["best_score"]}
-    save_checkpoint(model_path, model, config)
+    if ctx.is_main:
+        save_checkpoint(model_path, model, config)
     return {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "selection_split": Path(select_dir).name,
             "select_on": cfg.select_on, "best_select_score": state["best_score"],
             "stopped_early": state["epoch"] < cfg.epochs, "history": state["history"],
             "train_patches": len(train_set), "select_patches": len(select_set), "device": device.type,
+            "processes": ctx.world,
             "train_loss_final": state["history"][-1]["train_loss"] if state["history"] else math.nan}

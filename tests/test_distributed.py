@@ -1,0 +1,115 @@
+"""Data-parallel training on this CPU: the train stage under torchrun with 2 gloo processes takes the steps one
+process takes with the same global batch (same loss curve within float tolerance, same checkpoint format), and a
+killed torchrun run resumes from its checkpoint."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors import safe_open
+
+from micropatch import parallel
+from tests.test_interruption import patch_set
+
+REPO = Path(__file__).resolve().parents[1]
+# 5 steps of a global batch of 8 per epoch: each of 2 processes takes 4 patches of every batch. SGD: Adam's first
+# steps are lr * sign(gradient), which turns float rounding in near-zero gradients into whole steps.
+TRAIN = dict(epochs=3, batch_size=8, max_steps_per_epoch=5, early_stopping_patience=10, seed=0, lr=0.01, optimizer="sgd",
+             sync_batchnorm=True)
+
+
+def project(root: Path, processes: int) -> Path:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"] |= TRAIN | {"processes": processes}
+    params["compute"] = {"mode": "reproducible", "threads": 1}  # 1 thread per process on these 2 cores
+    root.mkdir(parents=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    patches = root / "data" / "patches"
+    patch_set(patches / "train", 48, 0, size=64)
+    patch_set(patches / "val", 8, 1, size=64)
+    (root / "manifest.csv").write_text("image_id,split\n")
+    return root
+
+
+def start(root: Path) -> subprocess.Popen:
+    cmd = [sys.executable, str(REPO / "stages" / "train.py"), "--patches", "data/patches", "--manifest",
+           "manifest.csv", "--model", "model.safetensors", "--state", "state/last.pt", "--history", "history.tsv",
+           "--summary", "train.json"]
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")}
+    return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # its own process group: the kill reaches torchrun's workers
+
+
+def finish(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def history(root: Path) -> list[dict]:
+    with open(root / "history.tsv") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_follow_the_single_process_loss_curve_and_resume_after_a_kill(tmp_path):
+    single = project(tmp_path / "single", processes=1)
+    finish(start(single))
+
+    double = project(tmp_path / "double", processes=2)
+    proc = start(double)  # killed once its first checkpoint exists, then rerun: it resumes
+    deadline = time.time() + 300
+    while not (double / "state" / "last.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (double / "model.safetensors").exists(), "the run ended before the kill; lengthen the epochs"
+    out = finish(start(double))
+    assert "resuming from" in out, out[-3000:]
+
+    one, two = history(single), history(double)
+    assert len(one) == len(two) == TRAIN["epochs"]
+    for a, b in zip(one, two):
+        for key in ("train_loss", "select_loss"):  # float rounding only (measured: ~2e-4 relative after 15 steps)
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-3), (key, a, b)
+    # a loss curve that moved: the comparison is not between two untrained models
+    assert float(one[-1]["train_loss"]) < float(one[0]["train_loss"])
+
+    # the same checkpoint format: tensor names, shapes, dtypes and metadata keys, written once (rank 0)
+    with safe_open(single / "model.safetensors", "pt") as a, safe_open(double / "model.safetensors", "pt") as b:
+        assert sorted(a.keys()) == sorted(b.keys())
+        for key in a.keys():
+            ta, tb = a.get_tensor(key), b.get_tensor(key)
+            assert (ta.shape, ta.dtype) == (tb.shape, tb.dtype), key
+        assert sorted(yaml.safe_load(a.metadata()["micropatch"])) == sorted(yaml.safe_load(b.metadata()["micropatch"]))
+    import json
+    assert json.loads((double / "train.json").read_text())["processes"] == 2
+    assert json.loads((single / "train.json").read_text())["processes"] == 1
+    assert not (double / "state" / "last.pt").exists()  # finished: rank 0 removed the resume state
+
+
+def test_shards_are_contiguous_and_uneven_batches_are_dropped():
+    ctx = [parallel.Context(rank, 2, torch.device("cpu")) for rank in (0, 1)]
+    batches = [[5, 1, 7, 3], [2, 6, 0, 4], [9, 8, 10]]
+    shards = [parallel.shard_batches(batches, c) for c in ctx]
+    assert shards == [[[5, 1], [2, 6]], [[7, 3], [0, 4]]]
+    assert [a + b for a, b in zip(*shards)] == batches[:2]  # rank order rebuilds each global batch
+
+
+def test_global_batchnorm_matches_batchnorm_outside_a_process_group():
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    converted = parallel.convert_sync_batchnorm(
+        torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)), torch.device("cpu"))
+    converted.load_state_dict(plain.state_dict())
+    assert isinstance(converted[1], parallel.GlobalBatchNorm2d)
+    x = torch.randn(6, 1, 16, 16)
+    assert torch.equal(plain(x), converted(x))  # not distributed: plain BatchNorm, bit for bit
