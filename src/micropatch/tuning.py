@@ -100,12 +100,12 @@ def train_patch_set(ws: Workspace, params: dict, background_keep: float) -> Path
 def make_pruner(settings: dict):
     import optuna
 
-    kind = settings.get("type", "median")
-    if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=settings.get("startup_trials", 5),
-                                           n_warmup_steps=settings.get("warmup_epochs", 0))
+    kind = settings["type"]
+    if kind == "median":  # prune below the median of earlier trials at the same epoch
+        return optuna.pruners.MedianPruner(n_startup_trials=settings["startup_trials"],
+                                           n_warmup_steps=settings["warmup_epochs"])
     if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, settings.get("warmup_epochs", 1)))
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, settings["warmup_epochs"]))
     if kind == "none":
         return optuna.pruners.NopPruner()
     raise InputError(f"params.yaml tune.pruner.type {kind!r}: choose one of {PRUNERS}")
@@ -117,6 +117,7 @@ def open_storage(url: str, heartbeat_s: int, grace_s: int, max_retry: int):
 
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from sqlalchemy.exc import SQLAlchemyError
 
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +126,7 @@ def open_storage(url: str, heartbeat_s: int, grace_s: int, max_retry: int):
         return RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
                           engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
-    except (optuna.exceptions.StorageInternalError, ImportError, ValueError) as err:
+    except (optuna.exceptions.StorageInternalError, ImportError, ValueError, SQLAlchemyError) as err:
         raise InputError(f"tune storage {url!r}: {err} (a SQLAlchemy URL: sqlite:///path.db, "
                          "postgresql+psycopg2://user@host:port/db)") from err
 
@@ -174,7 +175,8 @@ def run_study(ws: Workspace, storage_url: str, study_name: str, n_trials: int, s
             live.log_metric("train/loss", row["train_loss"])
             live.next_step()
             trial.report(row[f"select_{objective_name}"], row["epoch"])
-            if trial.should_prune():
+            # after the last epoch there is nothing left to save: the trial completes, whatever the pruner says
+            if row["epoch"] < cfg.epochs and trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {row['epoch']}: {objective_name} "
                                          f"{row[f'select_{objective_name}']:.4f} below the pruner's bar")
 
