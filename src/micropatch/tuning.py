@@ -131,12 +131,6 @@ def open_storage(url: str, heartbeat_s: int, grace_s: int, max_retry: int):
                          "postgresql+psycopg2://user@host:port/db)") from err
 
 
-def finished(study) -> int:
-    from optuna.trial import TrialState
-
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-
-
 def run_study(ws: Workspace, storage_url: str, study_name: str, n_trials: int, seed: int, heartbeat_s: int = 60,
               grace_s: int = 180, max_retry: int = 1, dvc_experiments: bool = True):
     """Join (or create) the study and run trials until it holds n_trials finished ones; returns the study."""
@@ -146,6 +140,7 @@ def run_study(ws: Workspace, storage_url: str, study_name: str, n_trials: int, s
 
     from .training import TrainConfig, TrainingDiverged, train
 
+    finished_states = (TrialState.COMPLETE, TrialState.PRUNED)  # what the budget counts, over all workers
     params = load_params(path=ws.params)
     tune = params["tune"]
     objective_name = tune["objective"]
@@ -198,13 +193,13 @@ def run_study(ws: Workspace, storage_url: str, study_name: str, n_trials: int, s
                 (trial_dir / leftover).unlink(missing_ok=True)
             log.info("tune: trial %d %s (worker done with it)", trial.number, state)
 
-    done = finished(study)
+    done = len(study.get_trials(deepcopy=False, states=finished_states))
     if done >= n_trials:
         log.info("tune: study %s already holds %d finished trials (budget %d): nothing to run", study_name, done,
                  n_trials)
     else:
         study.optimize(objective, n_trials=n_trials - done,
-                       callbacks=[MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))],
+                       callbacks=[MaxTrialsCallback(n_trials, states=finished_states)],
                        catch=(InputError, TrainingDiverged))  # a diverging configuration fails its trial only
     write_summary(study, ws.work / study_name / "best.json", objective_name, selection)
     return study
