@@ -2,7 +2,9 @@
 
 infer.mode `paper` slides the model's windows (128/64) with mean blending (the method); `fast` runs the same
 windows, the overlapping ones only near candidates and none outside the field of view; infer.precision int8 runs
-either through a quantized copy of the model on the CPU (benchmarks/infer.py measures all of them). Window and
+either through a quantized copy of the model on the CPU (benchmarks/infer.py measures all of them). infer.runtime
+torch (the default) gives the same bytes on every x86-64 CPU in the reproducible compute mode; onnxruntime and
+openvino run the model's ONNX export faster, with bits that depend on the CPU (benchmarks/runtimes.py). Window and
 stride come from the model's recipe unless params.yaml `infer` sets them.
 """
 import argparse
@@ -28,13 +30,17 @@ def main() -> None:
     import torch
 
     from micropatch.inference import DEFAULTS, predict_probability, to_uint8
-    from micropatch.model import load_checkpoint
     from micropatch.postprocess import OPERATING_DEFAULTS
     from micropatch.recipe import resolve
+    from micropatch.runtimes import load_model
 
     spec = params["roles"]["test_on"][args.domain]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, config = load_checkpoint(args.model, device)
+    runtime, precision = params["infer"]["runtime"], params["infer"]["precision"]
+    device = "cuda" if torch.cuda.is_available() and runtime == "torch" else "cpu"
+    if runtime != "torch":
+        logging.warning("infer.runtime %s: these maps' bits depend on this CPU; torch in the reproducible compute "
+                        "mode gives the same bytes on every x86-64 CPU", runtime)
+    model, config = load_model(args.model, runtime, precision, device=device)
     settings = resolve(config, "inference", params["infer"], DEFAULTS)
     rows = domain_rows(read_manifest(args.manifest), args.domain, spec)
     for row in tqdm(rows, desc=f"infer {args.domain}", unit="img"):
@@ -48,7 +54,8 @@ def main() -> None:
                                           "image_ids": [r["image_id"] for r in rows],
                                           "operating_point": OPERATING_DEFAULTS | config.get("operating_point", {}),
                                           "inference": settings})
-    logging.info("infer %s: %d images (%s mode, %s)", args.domain, len(rows), settings["mode"], settings["precision"])
+    logging.info("infer %s: %d images (%s mode, %s %s)", args.domain, len(rows), settings["mode"], runtime,
+                 settings["precision"])
 
 
 if __name__ == "__main__":

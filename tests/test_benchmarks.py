@@ -21,8 +21,9 @@ BENCHMARKS = {
     "patchify": ["--pipeline", str(REPO)],
     "camera_shift": ["--record", str(REPO)],
     "record_ablations": ["--record", str(REPO), "--domain", "synthetic_val", "--tta"],
+    "runtimes": [],
 }
-NEEDS_PIPELINE = {"infer", "patchify", "camera_shift", "record_ablations"}
+NEEDS_PIPELINE = {"infer", "patchify", "camera_shift", "record_ablations", "runtimes"}
 
 
 def test_every_script_is_listed():

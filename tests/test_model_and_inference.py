@@ -76,6 +76,30 @@ def test_fast_marks_only_what_paper_marks_and_is_exact_wherever_it_could_matter(
     assert ((paper >= 0.5) & fov).sum() > 0 and not ((fast >= 0.5) & ~(paper >= 0.5) & fov).any()
 
 
+class BorderBlind(torch.nn.Module):
+    """Sees bright pixels only at least 24 px inside its window, as a 128 px U-Net barely sees a lesion on its
+    window's border."""
+
+    def forward(self, x):
+        logits = torch.where(x > 2, 6.0, -6.0)
+        logits[..., :24, :], logits[..., -24:, :] = -6.0, -6.0
+        logits[..., :, :24], logits[..., :, -24:] = -6.0, -6.0
+        return logits
+
+
+def test_two_first_pass_tilings_find_a_lesion_on_the_first_tilings_window_border():
+    image = np.zeros((512, 512), np.uint8)
+    image[252:260, 286:294] = 255  # on the border between first-pass windows at y 128 and 256 (x: well inside)
+    fov = np.ones(image.shape, bool)
+    paper = sliding_window_probability(BorderBlind(), image, 128, 64)[0]
+    assert paper[256, 290] >= 0.15  # the windows starting at y 192 see it in their middle
+    one = refined_probability(BorderBlind(), image, fov, refine_threshold=0.15)[0]
+    two = refined_probability(BorderBlind(), image, fov, refine_threshold=0.15, tilings=2)[0]
+    assert one[256, 290] < 0.15  # missed: no first-pass window saw it, so none around it was run
+    lesion = paper >= 0.15
+    assert np.array_equal(two[lesion], paper[lesion])
+
+
 def test_fast_runs_no_window_without_fov_and_leaves_zeros_there():
     image = np.full((700, 900), 200, np.uint8)
     fov = np.zeros(image.shape, bool)

@@ -92,12 +92,14 @@ def test_average_precision_ranks_the_synthetic_dots(workspace):
 
 
 def test_predict_gives_the_infer_stage_maps_byte_for_byte(workspace, tmp_path):
-    """The same photograph through `micropatch predict` (recipe from the model file) and through the pipeline."""
+    """The same photograph through `micropatch predict` on the pipeline's runtime and mode (recipe from the model
+    file) and through the pipeline."""
     work, env, _ = workspace
     rows = [r.split(",") for r in (work / "data/splits/manifest.csv").read_text().splitlines()]
     header, rows = rows[0], rows[1:]
     val = next(dict(zip(header, r)) for r in rows if dict(zip(header, r))["split"] == "val")
-    run(["micropatch", "predict", val["source"], "--model", "data/model/release.safetensors", "--out", str(tmp_path)],
+    run(["micropatch", "predict", val["source"], "--model", "data/model/release.safetensors", "--out", str(tmp_path),
+         "--compute", "reproducible", "--mode", "paper"],
         work, env)
     predicted = (tmp_path / f"{Path(val['source']).stem}_MA_probability.png").read_bytes()
     assert predicted == (work / f"data/predictions/synthetic_val/{val['image_id']}_MA.png").read_bytes()

@@ -14,7 +14,8 @@ from micropatch.model import build_model, load_checkpoint, save_checkpoint
 from micropatch.recipe import training_recipe
 
 
-FAST = ["--compute", "fast"]  # torch is already imported in this process: the reproducible pin needs a fresh one
+FAST = ["--runtime", "torch", "--compute", "fast"]  # torch is already imported in this process: the
+#   reproducible pin needs a fresh one
 
 
 def recipe(clip_limit: float = 2.0) -> dict:

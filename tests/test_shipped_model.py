@@ -17,12 +17,13 @@ from conftest import idrid_root
 from micropatch.cli import main as cli
 from micropatch.model import build_model, load_checkpoint, save_checkpoint
 from micropatch.postprocess import operating_mask
-from micropatch.recipe import training_recipe
+from micropatch.recipe import PREDICT_DEFAULTS, training_recipe
 from micropatch.shipped import SHIPPED_MODEL, resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD = REPO / "results" / "idrid-ma-best"
-FAST = ["--compute", "fast"]  # torch is already imported in this process: the reproducible pin needs a fresh one
+FAST = ["--runtime", "torch", "--compute", "fast"]  # torch is already imported in this process: the
+#   reproducible pin needs a fresh one
 
 
 @pytest.fixture(scope="module")
@@ -127,11 +128,12 @@ def test_predict_on_a_real_idrid_photograph_without_model(tmp_path):
     import sys
 
     image = next((idrid_root() / "A. Segmentation/1. Original Images/a. Training Set").glob("IDRiD_0*.jpg"))
-    done = subprocess.run([sys.executable, "-m", "micropatch.cli", "predict", str(image), "--out", str(tmp_path),
-                           "--mode", "fast", "--precision", "int8", "--compute", "fast"], capture_output=True,
-                          text=True, env=os.environ | {"MICROPATCH_CACHE": str(tmp_path / "cache")}, timeout=900)
+    done = subprocess.run([sys.executable, "-m", "micropatch.cli", "predict", str(image), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900,
+                          env=os.environ | {"MICROPATCH_CACHE": str(tmp_path / "cache")})
     assert done.returncode == 0, done.stderr[-2000:]
     listed = json.loads((tmp_path / f"{image.stem}_lesions.json").read_text())
     assert (listed["width"], listed["height"]) == (4288, 2848) and listed["lesions"]
     args = json.loads((tmp_path / "predict_args.json").read_text())
     assert args["model_file"] == str(SHIPPED_MODEL)
+    assert {k: args["inference"][k] for k in PREDICT_DEFAULTS} == PREDICT_DEFAULTS  # its int8 export is beside it

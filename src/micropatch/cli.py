@@ -11,6 +11,8 @@ from .audit import PHASH_THRESHOLD
 from .fileio import InputError, load_params
 from .postprocess import OPERATING_DEFAULTS
 
+from .recipe import PREDICT_DEFAULTS, RUNTIMES, predict_setting
+
 
 def cmd_synth(args) -> None:
     """Write the synthetic datasets of the `synthetic` params section, each in its dataset's official layout."""
@@ -104,6 +106,7 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     """Lesion maps, masks, overlay and lesion list for each image; one JSON summary line per image on stdout."""
     import json
+    import time
 
     from . import compute
     from .fileio import write_json
@@ -114,28 +117,41 @@ def cmd_predict(args) -> int:
             raise InputError(f"{stems[image.stem]} and {image} share the name '{image.stem}', so their outputs would "
                              "overwrite each other in one --out folder: rename one, or predict them in two calls")
         stems[image.stem] = image
-    settings = compute.configure(args.compute)  # before torch is imported: it pins what decides the bits
+    from .shipped import resolve_model
+
+    model_path = resolve_model(args.model, args.model_sha256)
+    runtime, precision = predict_setting(model_path, args.runtime, args.precision, args.compute)
+    # the reproducible compute mode pins torch's kernels; the other runtimes pick their own, so it is not theirs
+    mode = args.compute or ("reproducible" if runtime == "torch" else "fast")
+    settings = compute.configure(mode, args.threads or compute.DEFAULT_THREADS)  # before torch is imported
     import torch
     from tqdm import tqdm
 
     from .inference import DEFAULTS
-    from .model import load_checkpoint
     from .postprocess import OPERATING_DEFAULTS
     from .predict import predict_image
     from .preprocessing import DEFAULTS as PREPROCESS_DEFAULTS
     from .recipe import resolve
-    from .shipped import resolve_model
+    from .runtimes import load_model
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model_path = resolve_model(args.model, args.model_sha256)
-    model, config = load_checkpoint(model_path, device)
-    infer = resolve(config, "inference", {"mode": args.mode, "precision": args.precision, "tta": args.tta,
-                                          "rescale_fov": args.rescale_fov}, DEFAULTS)
+    device = "cuda" if torch.cuda.is_available() and runtime == "torch" else "cpu"
+    started = time.perf_counter()
+    model, config = load_model(model_path, runtime, precision, args.threads, device)  # compiled once per call
+    loaded_s = time.perf_counter() - started
+    point = resolve(config, "operating_point", {"threshold": args.threshold, "min_area": args.min_area},
+                    OPERATING_DEFAULTS)
+    infer = resolve(config, "inference", {"mode": args.mode or PREDICT_DEFAULTS["mode"], "runtime": runtime,
+                                          "first_pass_tilings": args.first_pass_tilings
+                                          or PREDICT_DEFAULTS["first_pass_tilings"],
+                                          "precision": getattr(model, "precision", precision), "tta": args.tta,
+                                          "rescale_fov": args.rescale_fov},
+                    DEFAULTS)
+    # fast mode is paper's map at every pixel >= refine_threshold: at or below the operating threshold, the masks
+    # are paper's masks
+    infer["refine_threshold"] = min(infer["refine_threshold"], point["threshold"])
     preprocess = resolve(config, "preprocess", {"clahe_clip_limit": args.clahe_clip_limit,
                                                 "clahe_grid": args.clahe_grid, "fov_threshold": args.fov_threshold},
                          PREPROCESS_DEFAULTS)
-    point = resolve(config, "operating_point", {"threshold": args.threshold, "min_area": args.min_area},
-                    OPERATING_DEFAULTS)
     write_json(args.out / "predict_args.json", {
         "images": [str(p) for p in args.images], "model": str(args.model or model_path),
         "model_file": str(model_path), "operating_point": point, "inference": infer, "preprocess": preprocess,
@@ -143,11 +159,42 @@ def cmd_predict(args) -> int:
     failed = 0
     for image in tqdm(args.images, desc="predict", unit="img"):
         try:
-            print(json.dumps(predict_image(model, config, image, args.out, infer, preprocess, point, device=device)))
+            began = time.perf_counter()
+            summary = predict_image(model, config, image, args.out, infer, preprocess, point, device=device)
+            print(json.dumps(summary | {"seconds": round(time.perf_counter() - began, 2)}))
         except InputError as err:  # one bad photograph does not stop the others
             failed += 1
             print(f"micropatch predict: error: {err}", file=sys.stderr)
+    logging.info("predict: %d image(s) with %s %s, %s mode; model ready in %.1f s, %.1f s in all",
+                 len(args.images) - failed, runtime, precision, infer["mode"], loaded_s,
+                 time.perf_counter() - started)
     return 2 if failed else 0
+
+
+def cmd_export(args) -> int:
+    """Write a checkpoint's ONNX export (fp32, or int8 calibrated on training photographs), recipe included."""
+    from . import compute
+
+    compute.configure("fast")
+    from .model import load_checkpoint
+    import tempfile
+
+    from .recipe import int8_export_path
+    from .runtimes import calibration_windows, export_onnx, file_sha256, quantize_int8
+
+    model, config = load_checkpoint(args.model)
+    sha256 = file_sha256(args.model)
+    out = args.out or (int8_export_path(args.model) if args.precision == "int8" else args.model.with_suffix(".onnx"))
+    if args.precision == "fp32":
+        export_onnx(model, config, out, sha256)
+    else:
+        windows = calibration_windows(args.calibration, config, args.per_image)
+        with tempfile.TemporaryDirectory() as work:
+            fp32 = export_onnx(model, config, Path(work) / "fp32.onnx", sha256)
+            quantize_int8(fp32, out, windows, {"images": len(args.calibration), "windows": len(windows),
+                                               "method": "minmax", "stems": sorted(p.stem for p in args.calibration)})
+    logging.info("export: %s (%s, from %s)", out, args.precision, args.model)
+    return 0
 
 
 def cmd_tune(args) -> int:
@@ -231,16 +278,23 @@ def main(argv: list[str] | None = None) -> int:
                                     "default: the shipped model, models/idrid-ma/model.safetensors (its MODEL_CARD.md)")
     pr.add_argument("--model-sha256", help="the sha256 a --model URL must have; the file is kept in "
                                            "$MICROPATCH_CACHE (default ~/.cache/micropatch) and verified")
-    pr.add_argument("--compute", default="reproducible", choices=("reproducible", "fast"),
-                    help="reproducible (default): the same bytes as the pipeline's infer stage on any x86-64 CPU "
-                         "from AVX2 up; fast: this machine's fastest kernels")
+    pr.add_argument("--runtime", choices=RUNTIMES,
+                    help="where the windows run (default: openvino, or torch for --compute reproducible); "
+                         "onnxruntime and openvino run the model's ONNX export")
+    pr.add_argument("--precision", choices=("fp32", "int8", "bf16"),
+                    help="default: int8 when the model has its int8 export beside it (the shipped one does), else "
+                         "fp32; torch int8 calibrates a copy on each image; bf16: openvino, on CPUs that have it")
+    pr.add_argument("--compute", choices=("reproducible", "fast"),
+                    help="torch only: reproducible (the pipeline's infer stage bytes on any x86-64 CPU from AVX2 "
+                         "up; implies --runtime torch) or fast")
+    pr.add_argument("--first-pass-tilings", type=int, choices=(1, 2),
+                    help="fast mode: windows tiling the photograph once or twice (shifted by half a window) before "
+                         "refining near candidates; 1 misses lesions on window borders (default 2)")
+    pr.add_argument("--threads", type=int, help="CPU threads (default: all cores; torch reproducible: 2)")
     pr.add_argument("--out", required=True, type=Path)
     pr.add_argument("--mode", choices=("paper", "fast"),
-                    help="paper: the model's 128/64 windows; fast: the same windows, overlaps only near "
-                         "candidates (default: the model's recipe)")
-    pr.add_argument("--precision", choices=("fp32", "int8"),
-                    help="int8 (CPU only): a quantized copy of the model calibrated on each image; the "
-                         "same windows run ~2.4x faster on a full-size frame (default: the model's recipe)")
+                    help="paper: the model's 128/64 windows, every one; fast (default): the same windows, the "
+                         "overlapping ones only near candidates, so masks at the operating point are paper's")
     pr.add_argument("--clahe-clip-limit", type=float, help="default: the model's recipe")
     pr.add_argument("--clahe-grid", type=int, help="default: the model's recipe")
     pr.add_argument("--fov-threshold", type=int, help="default: the model's recipe")
@@ -253,6 +307,16 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--min-area", type=int, help="predicted components smaller than this (px) are dropped "
                                                  "(default: the model's operating point)")
     pr.set_defaults(func=cmd_predict)
+    ex = sub.add_parser("export", help="write a checkpoint as ONNX (recipe in its metadata) for onnxruntime/openvino")
+    ex.add_argument("model", type=Path, help="a micropatch checkpoint (.safetensors)")
+    ex.add_argument("--format", choices=("onnx",), default="onnx")
+    ex.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    ex.add_argument("--calibration", nargs="+", type=Path, default=[],
+                    help="int8: training photographs (not the ones to predict) whose windows set activation ranges")
+    ex.add_argument("--per-image", type=int, default=8, help="int8: calibration windows per photograph")
+    ex.add_argument("--out", type=Path, help="default: beside the checkpoint, <stem>.onnx or <stem>-int8.onnx "
+                                             "(where predict looks for the int8 export)")
+    ex.set_defaults(func=cmd_export)
     tu = sub.add_parser("tune", help="hyper-parameter search (Optuna: TPE, pruning) over params.yaml tune.space, on "
                                      "the pipeline's train patches and selection split; workers may share a study")
     tu.add_argument("--params", default="params.yaml")
@@ -285,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     sh.add_argument("--out", type=Path, default=Path("models/idrid-ma"))
     sh.add_argument("--shift", type=Path, default=Path("benchmarks/results/camera_shift.json"),
                     help="camera-shift measurement to quote in the card (benchmarks/camera_shift.py)")
+    sh.add_argument("--runtimes", type=Path, default=Path("benchmarks/results/runtimes.json"),
+                    help="runtime accuracy measurement to quote in the card (benchmarks/runtimes.py)")
     sh.set_defaults(func=lambda args: print(__import__("micropatch.modelcard", fromlist=["ship"]).ship(
-        args.record, args.out, args.shift)))
+        args.record, args.out, args.shift, args.runtimes)))
     rd = sub.add_parser("readme", help="regenerate README.md's results block from metrics/")
     rd.set_defaults(func=lambda args: __import__("micropatch.readme", fromlist=["update"]).update())
     args = parser.parse_args(argv)

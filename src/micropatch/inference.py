@@ -13,10 +13,11 @@ from .recipe import INFER_DEFAULTS
 from .patches import window_sums
 
 MODES = ("paper", "fast")
-PRECISIONS = ("fp32", "int8")
 TTAS = ("none", "flips")
 # For a checkpoint whose file carries no recipe (written before recipes existed): the method's 128/64 windows.
-DEFAULTS = INFER_DEFAULTS | {"window": 128, "stride": 64}
+# Not the model's to carry: the runtime (torch unless params.yaml `infer` or `micropatch predict` says otherwise),
+# and fast mode's first pass (one tiling of windows; predict uses two: README, "Runtimes").
+DEFAULTS = INFER_DEFAULTS | {"window": 128, "stride": 64, "runtime": "torch", "first_pass_tilings": 1}
 
 
 def sliding_window_probability(model: torch.nn.Module, image: np.ndarray, window: int = 128, stride: int = 64,
@@ -89,11 +90,21 @@ def pad_to_window(image: np.ndarray, fov: np.ndarray, window: int) -> tuple[np.n
     return padded, inside, top, left
 
 
-def first_pass(inside: np.ndarray, window: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ys, xs, bool (len(ys), len(xs))): the grid windows that tile a padded frame once and touch its FOV."""
+def first_pass(inside: np.ndarray, window: int, stride: int,
+               tilings: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ys, xs, bool (len(ys), len(xs))): the grid windows that tile a padded frame once and touch its FOV; with
+    tilings 2, also the tiling shifted by half a window in both directions, so that a lesion on one tiling's window
+    border (where a 128 px window barely sees it) lies well inside a window of the other in at least one direction."""
     ys, xs, fov_counts = window_sums(inside, window, stride)
     step = max(1, window // stride)
-    return ys, xs, (fov_counts > 0) & np.outer(covering_subset(len(ys), step), covering_subset(len(xs), step))
+    chosen = np.outer(covering_subset(len(ys), step), covering_subset(len(xs), step))
+    if tilings == 2 and step > 1:
+        shifted = np.zeros_like(chosen)
+        shifted[step // 2::step, step // 2::step] = True
+        chosen |= shifted
+    elif tilings != 1:
+        raise ValueError(f"infer.first_pass_tilings {tilings}: 1 or 2")
+    return ys, xs, (fov_counts > 0) & chosen
 
 
 def calibration_batch(image: np.ndarray, fov: np.ndarray, window: int, stride: int, n_windows: int) -> torch.Tensor:
@@ -134,7 +145,7 @@ def accumulate_windows(model: torch.nn.Module, image: np.ndarray, boxes: list[tu
 
 def refined_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarray, window: int = 128,
                         stride: int = 64, refine_threshold: float = 0.15, batch_size: int = 32,
-                        device: str | torch.device = "cpu") -> np.ndarray:
+                        device: str | torch.device = "cpu", tilings: int = 1) -> np.ndarray:
     """Probability maps float32 (L, H, W) from paper's windows, the overlapping ones run only near candidates.
 
     image: uint8 (H, W); fov: bool (H, W). First the paper grid's windows that tile the image once and touch the
@@ -151,7 +162,7 @@ def refined_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarr
     model = model.to(device, memory_format=torch.channels_last).eval()  # as its inputs: 1.5x faster
     height, width = image.shape
     padded, inside, top, left = pad_to_window(image, fov, window)
-    ys, xs, todo = first_pass(inside, window, stride)
+    ys, xs, todo = first_pass(inside, window, stride, tilings)
     done = np.zeros_like(todo)
     total = count = None
     while todo.any():
@@ -213,20 +224,26 @@ def rescaled_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndar
 def predict_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarray, params: dict,
                         device: str | torch.device = "cpu") -> np.ndarray:
     """(L, H, W) probabilities, 0 outside the FOV, by params `infer`: mode paper or fast (which reads
-    refine_threshold), precision fp32 or int8 (CPU only: a copy of the model quantized with ranges from
-    calibration_windows of this image's own first-pass windows, so an image's maps never depend on which images
-    came before it), tta none or flips, rescale_fov (rescaled_probability)."""
+    refine_threshold and first_pass_tilings), runtime torch (precision fp32, or int8 on the CPU: a copy of the model quantized with ranges
+    from calibration_windows of this image's own first-pass windows, so an image's maps never depend on which
+    images came before it) or onnxruntime / openvino (model: a runtimes.ExportedModel loaded for that runtime and
+    precision), tta none or flips, rescale_fov (rescaled_probability)."""
     if params.get("rescale_fov"):
         return rescaled_probability(model, image, fov, params, device)
+    from .runtimes import ExportedModel, check_runtime
+
     mode, precision = params.get("mode", "paper"), params.get("precision", "fp32")
-    tta = params.get("tta", "none")
+    tta, runtime = params.get("tta", "none"), params.get("runtime", "torch")
     if tta not in TTAS:
         raise ValueError(f"infer.tta '{tta}': choose one of {TTAS}")
     if mode not in MODES:
         raise ValueError(f"infer.mode '{mode}': choose one of {MODES}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"infer.precision '{precision}': choose one of {PRECISIONS}")
-    if precision == "int8":
+    check_runtime(runtime, precision)
+    if runtime != "torch":  # the exported model was built for its runtime and precision once, before the images
+        if not (isinstance(model, ExportedModel) and (model.runtime, model.precision) == (runtime, precision)):
+            raise ValueError(f"infer.runtime {runtime} / {precision} needs the model loaded for it "
+                             "(micropatch.runtimes.load_model), not a torch module")
+    elif precision == "int8":
         if torch.device(device).type != "cpu":
             raise ValueError(f"infer.precision int8 runs on the CPU only, not on {device}: use fp32 there "
                              "(autocast to fp16 applies on CUDA)")
@@ -239,7 +256,8 @@ def predict_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarr
                                                  params["batch_size"], device)
     else:
         probability = refined_probability(model, image, fov, params["window"], params["stride"],
-                                          params["refine_threshold"], params["batch_size"], device)
+                                          params["refine_threshold"], params["batch_size"], device,
+                                          params.get("first_pass_tilings", 1))
     return np.where(fov, probability, 0.0).astype(np.float32)  # nothing outside the field of view is a lesion
 
 

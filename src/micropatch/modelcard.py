@@ -13,7 +13,25 @@ def fmt(value: float) -> str:
     return f"{100 * value:.2f}"
 
 
-def card(model: Path, record: Path, shift: Path | None) -> str:
+def int8_lines(model: Path) -> list[str]:
+    """The card's lines about the int8 export beside the model, if there is one."""
+    from .recipe import int8_export_path
+    from .runtimes import read_recipe
+
+    path = int8_export_path(model)
+    if not path.is_file():
+        return []
+    calibration = read_recipe(path)["onnx"]["calibration"]
+    return [f"- Its int8 export: `{path.name}`, {path.stat().st_size / 1e6:.1f} MB, sha256 "
+            f"`{sha256_file(path)}`: ONNX,",
+            "  ONNX Runtime static QDQ quantization (per-channel int8 weights, uint8 activations; the stem and head",
+            f"  convolutions stay float32), activation ranges from {calibration['windows']} windows of the "
+            f"{calibration['images']} train images;",
+            "  what `micropatch predict` runs by default, on OpenVINO. Written by `micropatch export model.safetensors",
+            "  --precision int8 --calibration TRAIN_IMAGES...` (README, Runtimes)."]
+
+
+def card(model: Path, record: Path, shift: Path | None, runtimes: Path | None = None) -> str:
     """The model card's markdown."""
     from .model import load_checkpoint
     from .readme import PAPER_IDRID_MA
@@ -36,7 +54,7 @@ def card(model: Path, record: Path, shift: Path | None) -> str:
         "  that record's `data/model/release.safetensors`, byte for byte (tests/test_shipped_model.py checks it), so",
         "  the figures below are this file's.",
         f"- Architecture: U-Net, {config['encoder']} encoder from random init, {config['attention']} decoder attention,",
-        f"  1 input channel (CLAHE green), outputs {config['lesions']}.", "",
+        f"  1 input channel (CLAHE green), outputs {config['lesions']}.", *int8_lines(model), "",
         "## Training data", "",
         f"IDRiD segmentation training set (India, Kowa VX-10α, 4288x2848, CC BY 4.0): {len(by_split['train'])} train, "
         f"{len(by_split['tune'])} tune (epoch selection and operating point), {len(by_split['val'])} val images, split "
@@ -61,6 +79,18 @@ def card(model: Path, record: Path, shift: Path | None) -> str:
         f"Per-image Dice: mean {fmt(ma['dice_per_image_mean'])} %, 95 % bootstrap CI over images "
         f"{fmt(ma['dice_per_image_ci95'][0])}-{fmt(ma['dice_per_image_ci95'][1])} %. Eleven images are few: read "
         "differences under a few points as noise.", ""]
+    if runtimes and runtimes.is_file() and "accuracy" in json.loads(runtimes.read_text()):
+        accuracy = json.loads(runtimes.read_text())["accuracy"]
+        lines += ["## What `micropatch predict` runs by default", "",
+                  "| setting (11 val images) | Dice % | aupr_11 | AP | lesion sens. % |", "|---|---|---|---|---|"]
+        for name in ("torch_fp32_paper", "openvino_int8_fast"):
+            row = accuracy[name]
+            lines.append(f"| {name.replace('_', ' ')} | {fmt(row['dice'])} | {row['aupr_11']:.4f} | {row['ap']:.4f} | "
+                         f"{100 * row['lesion_sensitivity']:.1f} |")
+        lines += ["", f"From `benchmarks/runtimes.py` ({runtimes.name}), on the original photographs through "
+                  "predict's code path: torch fp32 paper mode against the default (`model-int8.onnx` on OpenVINO, "
+                  "fast mode). The metrics above are the record's own infer and score stages (torch fp32, fast "
+                  "mode with one tiling), hence the small difference.", ""]
     if shift and shift.is_file():
         measured = json.loads(shift.read_text())
         lines += ["## Other cameras (a built shift: val resampled and re-encoded as JPEG q75)", "",
@@ -84,13 +114,14 @@ def card(model: Path, record: Path, shift: Path | None) -> str:
     return "\n".join(lines)
 
 
-def ship(record: Path, out: Path, shift: Path | None = None) -> Path:
-    """Copy the record's release into out/model.safetensors and write out/MODEL_CARD.md."""
+def ship(record: Path, out: Path, shift: Path | None = None, runtimes: Path | None = None) -> Path:
+    """Copy the record's release into out/model.safetensors and write out/MODEL_CARD.md (an int8 export already
+    beside it is kept only if it still comes from the released file: runtimes.load_model checks that)."""
     release = record / "data/model/release.safetensors"
     if not release.is_file():
         raise InputError(f"{release}: no released model; run `dvc repro` in {record} first")
     out.mkdir(parents=True, exist_ok=True)
     target = out / "model.safetensors"
     shutil.copyfile(release, target)
-    write_text(out / "MODEL_CARD.md", card(target, record, shift))
+    write_text(out / "MODEL_CARD.md", card(target, record, shift, runtimes))
     return target

@@ -4,6 +4,7 @@ drift from training. A setting the user gives explicitly wins over the recipe, a
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -35,3 +36,31 @@ def resolve(config: dict, section: str, explicit: dict, defaults: dict) -> dict:
         if value is not None and key in settings and settings[key] != value:
             log.info("%s.%s: using %r as given, not the model's %r", section, key, value, settings[key])
     return settings | {k: v for k, v in explicit.items() if v is not None}
+
+# Where a model's windows run (micropatch.runtimes), and the precisions each runtime has.
+RUNTIME_PRECISIONS = {"torch": ("fp32", "int8"), "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "int8", "bf16")}
+RUNTIMES = tuple(RUNTIME_PRECISIONS)
+# `micropatch predict`'s defaults: the fastest setting measured within the accuracy limits on the real val images
+# (README, "Runtimes"). Fast mode's first pass as two tilings: with one, lesions on its window borders are missed.
+PREDICT_DEFAULTS = {"runtime": "openvino", "precision": "int8", "mode": "fast", "first_pass_tilings": 2}
+
+
+def int8_export_path(checkpoint: Path) -> Path:
+    """Where a checkpoint's int8 ONNX export lives: beside it, <stem>-int8.onnx (the shipped model has one)."""
+    return checkpoint.with_name(f"{checkpoint.stem}-int8.onnx")
+
+
+def predict_setting(model: Path, runtime: str | None, precision: str | None, compute: str | None) -> tuple[str, str | None]:
+    """(runtime, precision) for `micropatch predict`: what the user gave, else PREDICT_DEFAULTS where the model has
+    what they need (int8: the export beside the checkpoint), logged. precision None: an .onnx file's own."""
+    if compute == "reproducible":
+        if runtime not in (None, "torch"):
+            raise ValueError(f"--compute reproducible pins torch's kernels; {runtime} picks its own: drop one")
+        runtime = "torch"
+    runtime = runtime or PREDICT_DEFAULTS["runtime"]
+    if precision is None and runtime != "torch" and model.suffix != ".onnx":
+        precision = PREDICT_DEFAULTS["precision"] if int8_export_path(model).is_file() else "fp32"
+        if precision == "fp32":
+            log.info("%s has no int8 export beside it (%s): running fp32 (write one with `micropatch export "
+                     "--precision int8`)", model, int8_export_path(model).name)
+    return runtime, precision or ("fp32" if runtime == "torch" else None)
