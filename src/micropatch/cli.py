@@ -175,12 +175,12 @@ def cmd_export(args) -> int:
     """Write a checkpoint's ONNX export (fp32, or int8 calibrated on training photographs), recipe included."""
     from . import compute
 
-    compute.configure("fast")
-    from .model import load_checkpoint
     import tempfile
 
+    compute.configure("fast")
+    from .model import load_checkpoint
     from .recipe import int8_export_path
-    from .runtimes import calibration_windows, export_onnx, file_sha256, quantize_int8
+    from .runtimes import CALIBRATION_PER_IMAGE, calibration_windows, export_onnx, file_sha256, quantize_int8
 
     model, config = load_checkpoint(args.model)
     sha256 = file_sha256(args.model)
@@ -188,7 +188,7 @@ def cmd_export(args) -> int:
     if args.precision == "fp32":
         export_onnx(model, config, out, sha256)
     else:
-        windows = calibration_windows(args.calibration, config, args.per_image)
+        windows = calibration_windows(args.calibration, config, args.per_image or CALIBRATION_PER_IMAGE)
         with tempfile.TemporaryDirectory() as work:
             fp32 = export_onnx(model, config, Path(work) / "fp32.onnx", sha256)
             quantize_int8(fp32, out, windows, {"images": len(args.calibration), "windows": len(windows),
@@ -313,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
     ex.add_argument("--calibration", nargs="+", type=Path, default=[],
                     help="int8: training photographs (not the ones to predict) whose windows set activation ranges")
-    ex.add_argument("--per-image", type=int, default=8, help="int8: calibration windows per photograph")
+    ex.add_argument("--per-image", type=int, help="int8: calibration windows per photograph (default: "
+                                                  "runtimes.CALIBRATION_PER_IMAGE)")
     ex.add_argument("--out", type=Path, help="default: beside the checkpoint, <stem>.onnx or <stem>-int8.onnx "
                                              "(where predict looks for the int8 export)")
     ex.set_defaults(func=cmd_export)
