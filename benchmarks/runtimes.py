@@ -1,16 +1,17 @@
 """Runtimes (torch, ONNX Runtime, OpenVINO) and precisions (fp32, int8, bf16 where the CPU has it) on full frames.
 
 Speed: one frame (real IDRiD_03, 4288x2848, when $MICROPATCH_IDRID is set; --quick: a synthetic 1024x680 frame,
-fast mode only, no torch fp32), every runtime x precision in paper mode, fast mode as predict runs it (two
-first-pass tilings) and, for int8, fast with one tiling (as before), each in a fresh process (its peak RSS is its
-own): seconds for the probability maps once the model is loaded and compiled (that cost is reported apart: a
+fast mode only, no torch fp32), every runtime x precision in paper mode and fast mode as predict runs it (two
+first-pass tilings, the shifted one where the first saw a trace), and, for int8, fast with both tilings in full
+(fast2) and with one (fast1, as before), each in a fresh process (its peak RSS is its own): seconds for the probability maps once the model is loaded and compiled (that cost is reported apart: a
 folder pays it once). torch runs in the pipeline's reproducible compute mode, as the pipeline and `micropatch
 predict` did before the runtimes existed (today's fast + int8: torch int8 calibrated on each image, one tiling).
 
-`micropatch predict` itself: the whole command on the frame, per-image seconds (read, preprocess, predict, write
-the maps, masks, overlay and lesion list) with its default setting against today's fast + int8
-(`--runtime torch --compute reproducible --mode fast --first-pass-tilings 1 --precision int8`), and images per
-minute over --folder photographs with the default setting.
+`micropatch predict` itself (--parts predict): the whole command on the frame, per-image seconds (read,
+preprocess, predict, write the maps, masks, overlay and lesion list) with its default setting against today's
+fast + int8 (`--runtime torch --compute reproducible --mode fast --first-pass-tilings 1 --precision int8`), the
+two alternated --repeats times (this machine's speed drifts by 10-15 % from one minute to the next: the medians and
+their ratio are reported, with every run), and images per minute over --folder photographs with the default.
 
 Accuracy (--val-manifest, real IDRiD): pooled Dice at the model's operating point, aupr_11, AP and lesion
 sensitivity on the manifest's val images for each fast-mode setting, against torch fp32 paper mode (--reference:
@@ -42,8 +43,9 @@ IDRID_IMAGES = "A. Segmentation/1. Original Images/a. Training Set"
 IDRID_MA = "A. Segmentation/2. All Segmentation Groundtruths/a. Training Set/1. Microaneurysms"
 # Settings scored on the val images: ONNX Runtime fp32 is left out (OpenVINO fp32 is the same network within 1e-5),
 # and so is torch fp32 fast (paper at every pixel it refines, like OpenVINO fp32 fast).
-ACCURACY = [("torch", "int8", "fast1"), ("openvino", "int8", "fast1"), ("openvino", "fp32", "fast"),
-            ("onnxruntime", "int8", "fast"), ("openvino", "int8", "fast")]
+ACCURACY = [("torch", "int8", "fast1"), ("openvino", "int8", "fast1"), ("openvino", "int8", "fast2"),
+            ("openvino", "fp32", "fast"), ("onnxruntime", "int8", "fast"), ("openvino", "int8", "fast")]
+MODES = ("paper", "fast", "fast2", "fast1")
 TODAY = ["--runtime", "torch", "--compute", "reproducible", "--mode", "fast", "--first-pass-tilings", "1",
          "--precision", "int8"]
 
@@ -107,12 +109,14 @@ def child(args) -> None:
 
 def setting_params(config: dict, runtime: str, precision: str, mode: str) -> dict:
     """Infer params of a setting as `micropatch predict` resolves them; mode paper, fast (predict's: two first-pass
-    tilings) or fast1 (one tiling, as fast mode was before)."""
+    tilings, the shifted one where the first saw a trace), fast2 (both tilings in full) or fast1 (one tiling, as
+    fast mode was before)."""
     from micropatch.inference import DEFAULTS
 
     return DEFAULTS | config["inference"] | {
         "mode": "paper" if mode == "paper" else "fast", "runtime": runtime, "precision": precision,
         "first_pass_tilings": 1 if mode == "fast1" else PREDICT_DEFAULTS["first_pass_tilings"],
+        "shifted_evidence": PREDICT_DEFAULTS["shifted_evidence"] if mode == "fast" else 0.0,
         "refine_threshold": min(config["inference"]["refine_threshold"], config["operating_point"]["threshold"])}
 
 
@@ -195,14 +199,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--model", type=Path, help="default: the shipped model (--quick: the default pipeline's)")
-    parser.add_argument("--modes", nargs="+", default=["paper", "fast", "fast1"], choices=("paper", "fast", "fast1"),
-                        help="fast: predict's (two first-pass tilings); fast1: one tiling, as before")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
+                        help="fast: predict's (two first-pass tilings, the shifted one where the first saw a trace); "
+                             "fast2: both tilings in full; fast1: one tiling, as before")
     parser.add_argument("--folder", type=int, default=20, help="photographs in the images-per-minute call")
     parser.add_argument("--val-manifest", type=Path, help="real IDRiD split manifest whose val images are scored")
     parser.add_argument("--reference", type=Path, help="torch fp32 paper maps of those images (<stem>_MA_probability"
                                                        ".png), to reuse instead of recomputing")
-    parser.add_argument("--parts", nargs="+", default=["speed", "accuracy"], choices=("speed", "accuracy"),
-                        help="accuracy needs --val-manifest and the real IDRiD copy")
+    parser.add_argument("--parts", nargs="+", default=["speed", "predict", "accuracy"],
+                        choices=("speed", "predict", "accuracy"),
+                        help="speed: the maps of each setting; predict: the whole command; accuracy needs "
+                             "--val-manifest and the real IDRiD copy")
+    parser.add_argument("--repeats", type=int, default=3, help="alternated predict runs of today's and the default")
     parser.add_argument("--accuracy", nargs="+", help="only these of the accuracy settings (RUNTIME:PRECISION:MODE)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--frame", type=Path, help=argparse.SUPPRESS)
@@ -232,21 +240,27 @@ def main() -> None:
         if "speed" in args.parts:
             for mode in ["fast"] if args.quick else args.modes:
                 for runtime, precision in pairs:
-                    if mode == "fast1" and precision != "int8":
-                        continue  # one tiling: today's fast + int8 and the default's runtime, to show what two cost
+                    if mode in ("fast1", "fast2") and precision != "int8":
+                        continue  # int8 only: today's fast + int8 and the default's runtime, to show what tilings cost
                     out = run_child(args, runtime, precision, mode)
                     name = f"{runtime}_{precision}_{mode}"
                     results[name] = {"seconds": round(out["seconds"], 2), "load_s": round(out["load_s"], 2),
                                      "peak_rss_mb": round(out["peak_rss_mb"])}
                     print(f"{name}: {out['seconds']:.1f} s (model ready in {out['load_s']:.1f} s), peak RSS "
                           f"{out['peak_rss_mb']:.0f} MB", flush=True)
-            # the command a user runs: today's fast + int8 against the default, the same frame, one process each
-            today = predict_command(args.model, [args.frame], work / "today", TODAY)[0]
-            default = predict_command(args.model, [args.frame], work / "default", [])[0]
-            results["predict_today_fast_int8_s"], results["predict_default_s"] = today, default
-            results["predict_speedup"] = today / default
-            print(f"micropatch predict, one frame: today's fast + int8 {today:.1f} s, default {default:.1f} s: "
-                  f"{today / default:.2f}x", flush=True)
+        if "predict" in args.parts:
+            # the command a user runs: today's fast + int8 against the default, the same frame, one process each,
+            # alternated so that a slow spell of the machine hits both
+            today, default = [], []
+            for _ in range(1 if args.quick else args.repeats):
+                today += predict_command(args.model, [args.frame], work / "today", TODAY)
+                default += predict_command(args.model, [args.frame], work / "default", [])
+            results["predict_today_fast_int8_s"] = {"runs": today, "median": float(np.median(today))}
+            results["predict_default_s"] = {"runs": default, "median": float(np.median(default))}
+            results["predict_speedup"] = float(np.median(today) / np.median(default))
+            print(f"micropatch predict, one frame: today's fast + int8 {today} s, default {default} s: medians "
+                  f"{np.median(today):.1f} / {np.median(default):.1f} s = {results['predict_speedup']:.2f}x",
+                  flush=True)
             if args.quick:
                 folder = [args.frame]
             elif os.environ.get("MICROPATCH_IDRID"):

@@ -32,9 +32,10 @@ def main() -> None:
     datasets = []
     for entry in params["datasets"]:
         root = materialise(entry, args.out / entry["name"], args.downloads, limits)
-        records = load_records(entry["adapter"], root, entry["name"])  # fail here, not three stages later
+        options = entry.get("options", {})  # the adapter's own (maples_dr: images; retinal_lesions: ...)
+        records = load_records(entry["adapter"], root, entry["name"], **options)  # fail here, not three stages later
         datasets.append({"name": entry["name"], "adapter": entry["adapter"], "root": str(root),
-                         "images": len(records)})
+                         "images": len(records), **({"options": options} if options else {})})
         logging.info("download: %s (%s adapter): %d images", entry["name"], entry["adapter"], len(records))
     write_json(args.out / "datasets.json", datasets)
 

@@ -24,7 +24,7 @@ def main() -> None:
     params = load_params("preprocess")
     summaries = {}
     for dataset in json.loads((args.raw / "datasets.json").read_text()):
-        records = load_records(dataset["adapter"], dataset["root"], dataset["name"])
+        records = load_records(dataset["adapter"], dataset["root"], dataset["name"], **dataset.get("options", {}))
         work = partial(preprocess_record, out_dir=args.out / dataset["name"], lesions=list(LESIONS),
                        clip_limit=params["clahe_clip_limit"], grid=params["clahe_grid"],
                        fov_threshold=params["fov_threshold"])

@@ -100,6 +100,40 @@ def test_two_first_pass_tilings_find_a_lesion_on_the_first_tilings_window_border
     assert np.array_equal(two[lesion], paper[lesion])
 
 
+class BorderDim(torch.nn.Module):
+    """Like BorderBlind, but a bright pixel in the 24 px border band leaves a faint trace (p 0.018, background
+    0.0003), as a real model's does; counts the windows it runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.windows = 0
+
+    def forward(self, x):
+        self.windows += len(x)
+        inner = torch.zeros_like(x, dtype=torch.bool)
+        inner[..., 24:-24, 24:-24] = True
+        return torch.where(x > 2, torch.where(inner, 6.0, -4.0), -8.0)
+
+
+def test_the_shifted_tiling_runs_only_where_the_first_left_a_trace_and_still_finds_border_lesions():
+    image = np.zeros((768, 768), np.uint8)
+    image[252:260, 286:294] = 255  # on the border between first-pass windows at y 128 and 256, as above
+    fov = np.ones(image.shape, bool)
+    paper = sliding_window_probability(BorderDim(), image, 128, 64)[0]
+    lesion = paper >= 0.15
+    assert lesion[256, 290]
+    full, traced, too_high = BorderDim(), BorderDim(), BorderDim()
+    both = refined_probability(full, image, fov, tilings=2)[0]
+    evidence = refined_probability(traced, image, fov, tilings=2, shifted_evidence=0.01)[0]
+    missed = refined_probability(too_high, image, fov, tilings=2, shifted_evidence=0.05)[0]
+    assert np.array_equal(both[lesion], paper[lesion]) and np.array_equal(evidence[lesion], paper[lesion])
+    assert missed[256, 290] < 0.15  # the trace (0.018) is below 0.05: no shifted window ran near it
+    # 36 first-tiling windows; of the 25 shifted ones only those holding the trace (1) ran, then the refinement
+    assert traced.windows < full.windows - 20 and too_high.windows == 36
+    with pytest.raises(ValueError, match="shifted_evidence"):
+        refined_probability(BorderDim(), image, fov, tilings=2, shifted_evidence=0.15)
+
+
 def test_fast_runs_no_window_without_fov_and_leaves_zeros_there():
     image = np.full((700, 900), 200, np.uint8)
     fov = np.zeros(image.shape, bool)

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from conftest import idrid_root
-from micropatch.fileio import InputError, read_fundus
+from micropatch.fileio import InputError, read_fundus, sha256_file
 from micropatch.inference import DEFAULTS, predict_probability
 from micropatch.model import build_model, load_checkpoint, normalise, save_checkpoint
 from micropatch.preprocessing import green_clahe
 from micropatch.recipe import int8_export_path, training_recipe
-from micropatch.runtimes import (ExportedModel, export_onnx, file_sha256, load_model, outer_convolutions,
-                                 quantize_int8, read_recipe)
+from micropatch.runtimes import (ExportedModel, export_onnx, load_model, outer_convolutions, quantize_int8,
+                                 read_recipe)
 from micropatch.shipped import SHIPPED_MODEL
 
 pytestmark = pytest.mark.slow  # each export traces the network (about 25 s)
@@ -53,7 +53,7 @@ def tiny_checkpoint(folder: Path) -> Path:
 def shipped_fp32(tmp_path_factory) -> tuple[torch.nn.Module, dict, Path]:
     """The shipped model and its fp32 export (written once for the module)."""
     model, config = load_checkpoint(SHIPPED_MODEL)
-    path = export_onnx(model, config, tmp_path_factory.mktemp("onnx") / "model.onnx", file_sha256(SHIPPED_MODEL))
+    path = export_onnx(model, config, tmp_path_factory.mktemp("onnx") / "model.onnx", sha256_file(SHIPPED_MODEL))
     return model, config, path
 
 
@@ -77,7 +77,7 @@ def test_the_export_carries_the_models_recipe_and_source(shipped_fp32):
     _, config, path = shipped_fp32
     recipe = read_recipe(path)
     assert {k: recipe[k] for k in config} == config  # lesions, preprocessing, windows, operating point, ...
-    assert recipe["onnx"]["precision"] == "fp32" and recipe["onnx"]["source_sha256"] == file_sha256(SHIPPED_MODEL)
+    assert recipe["onnx"]["precision"] == "fp32" and recipe["onnx"]["source_sha256"] == sha256_file(SHIPPED_MODEL)
     graph = onnx.load_model(str(path)).graph
     assert [i.name for i in graph.input] == ["input"] and [o.name for o in graph.output] == ["logits"]
 
@@ -122,7 +122,7 @@ def test_the_shipped_int8_export_comes_from_the_shipped_checkpoint():
     path = int8_export_path(SHIPPED_MODEL)
     recipe = read_recipe(path)
     assert recipe["onnx"]["precision"] == "int8"
-    assert recipe["onnx"]["source_sha256"] == file_sha256(SHIPPED_MODEL)
+    assert recipe["onnx"]["source_sha256"] == sha256_file(SHIPPED_MODEL)
     calibration = recipe["onnx"]["calibration"]
     manifest = (SHIPPED_MODEL.parents[2] / "results/idrid-ma-best/data/splits/manifest.csv").read_text().splitlines()
     val = {line.split(",")[1] for line in manifest[1:] if line.split(",")[3] == "val"}

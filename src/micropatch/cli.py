@@ -8,7 +8,8 @@ from pathlib import Path
 
 from . import logs
 from .audit import PHASH_THRESHOLD
-from .fileio import InputError, load_params
+from .datasets import ADAPTERS
+from .fileio import InputError, load_params, sha256_file
 from .postprocess import OPERATING_DEFAULTS
 
 from .recipe import PREDICT_DEFAULTS, RUNTIMES, predict_setting
@@ -35,7 +36,10 @@ def cmd_inspect(args) -> int:
 
     from .datasets.inspection import inspect_root
 
-    report = inspect_root(args.adapter, args.root)
+    options = {"images": args.images} if args.images else {}
+    if args.uncertain_as_lesion:
+        options["uncertain_as_lesion"] = True
+    report = inspect_root(args.adapter, args.root, **options)
     print(json.dumps(report, indent=2))
     return 0 if report["ok"] else 1
 
@@ -143,6 +147,8 @@ def cmd_predict(args) -> int:
     infer = resolve(config, "inference", {"mode": args.mode or PREDICT_DEFAULTS["mode"], "runtime": runtime,
                                           "first_pass_tilings": args.first_pass_tilings
                                           or PREDICT_DEFAULTS["first_pass_tilings"],
+                                          "shifted_evidence": PREDICT_DEFAULTS["shifted_evidence"]
+                                          if args.shifted_evidence is None else args.shifted_evidence,
                                           "precision": getattr(model, "precision", precision), "tta": args.tta,
                                           "rescale_fov": args.rescale_fov},
                     DEFAULTS)
@@ -180,10 +186,10 @@ def cmd_export(args) -> int:
     compute.configure("fast")
     from .model import load_checkpoint
     from .recipe import int8_export_path
-    from .runtimes import CALIBRATION_PER_IMAGE, calibration_windows, export_onnx, file_sha256, quantize_int8
+    from .runtimes import CALIBRATION_PER_IMAGE, calibration_windows, export_onnx, quantize_int8
 
     model, config = load_checkpoint(args.model)
-    sha256 = file_sha256(args.model)
+    sha256 = sha256_file(args.model)
     out = args.out or (int8_export_path(args.model) if args.precision == "int8" else args.model.with_suffix(".onnx"))
     if args.precision == "fp32":
         export_onnx(model, config, out, sha256)
@@ -269,8 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     datasets = sub.add_parser("datasets", help="dataset tools").add_subparsers(dest="action", required=True)
     ins = datasets.add_parser("inspect", help="check a dataset root before a long run: one JSON object, exit 1 "
                                               "on a broken root or any problem")
-    ins.add_argument("adapter", choices=("idrid", "ddr", "eophtha"))
+    ins.add_argument("adapter", choices=ADAPTERS)
     ins.add_argument("root", type=Path, help="the dataset's top folder or the folder above it")
+    ins.add_argument("--images", type=Path, help="maples_dr: the MESSIDOR photographs' root (Base11 ... Base34)")
+    ins.add_argument("--uncertain-as-lesion", action="store_true",
+                     help="retinal_lesions: value 127 (a lesion the authors excluded) counts as lesion")
     ins.set_defaults(func=cmd_inspect)
     pr = sub.add_parser("predict", help="native-resolution lesion maps for fundus photographs (JPEG/PNG/TIFF)")
     pr.add_argument("images", nargs="+", type=Path)
@@ -290,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--first-pass-tilings", type=int, choices=(1, 2),
                     help="fast mode: windows tiling the photograph once or twice (shifted by half a window) before "
                          "refining near candidates; 1 misses lesions on window borders (default 2)")
+    pr.add_argument("--shifted-evidence", type=float,
+                    help="fast mode, 2 tilings: run a shifted window only where the first tiling's maps reach this "
+                         f"probability in it; 0: all of them (default {PREDICT_DEFAULTS['shifted_evidence']})")
     pr.add_argument("--threads", type=int, help="CPU threads (default: all cores; torch reproducible: 2)")
     pr.add_argument("--out", required=True, type=Path)
     pr.add_argument("--mode", choices=("paper", "fast"),

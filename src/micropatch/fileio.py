@@ -182,12 +182,14 @@ def label_map_stray(values: np.ndarray) -> tuple[list[int], float]:
     return labels, (int(counts[order[MAX_MASK_LABELS:]].sum()) / nonzero if nonzero else 0.0)
 
 
-def read_mask(path: str | Path, shape: tuple[int, int] | None = None, notes: list[str] | None = None) -> np.ndarray:
-    """Read a lesion mask as bool (H, W): value > 0 (red channel > 0 for RGB/RGBA) is lesion.
+def read_mask(path: str | Path, shape: tuple[int, int] | None = None, notes: list[str] | None = None,
+              level: int = 1, antialiased: bool = False) -> np.ndarray:
+    """Read a lesion mask as bool (H, W): value >= level (red channel for RGB/RGBA) is lesion; level 1: non-zero.
 
     A label map holds a few levels ({0,255}, {0,200,255}, ...). Stray values on at most MAX_STRAY_FRACTION of
-    the lesion pixels are accepted (non-zero = lesion) and described in `notes`; more than that means a JPEG-saved,
-    resampled or grayscale image, which is refused.
+    the lesion pixels are accepted and described in `notes`; more than that means a JPEG-saved, resampled or
+    grayscale image, which is refused, unless the dataset documents anti-aliased edges (antialiased: FGADR), where
+    the edge values are expected and `level` decides.
     """
     path = Path(path)
     image = _open_decoded(path, "mask")
@@ -204,18 +206,18 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None, notes: lis
         raise InputError(f"{path}: unsupported mask mode {image.mode}; save masks as 1-bit, 8-bit or RGB")
     if values is not None:
         labels, stray = label_map_stray(values)
-        if stray > MAX_STRAY_FRACTION:
+        if stray > MAX_STRAY_FRACTION and not antialiased:
             raise InputError(
                 f"{path}: not a label map: {stray:.1%} of its lesion pixels hold values other than its main levels "
                 f"{labels} ({np.unique(values).size} distinct values; a label map has at most "
                 f"{MAX_STRAY_FRACTION:.0%} stray pixels). A JPEG-saved or resampled mask is the usual cause: use "
                 "the original lossless file")
-        if stray and notes is not None:
+        if stray and notes is not None and not antialiased:
             odd, counts = np.unique(values[~np.isin(values, labels)], return_counts=True)
             notes.append(f"{path}: label map {labels} with {int(counts.sum())} stray pixels "
-                         f"({', '.join(f'{int(c)} of {int(v)}' for v, c in zip(odd, counts))}); read as lesion "
-                         "(non-zero)")
-        mask = values > 0
+                         f"({', '.join(f'{int(c)} of {int(v)}' for v, c in zip(odd, counts))}); lesion where "
+                         f"{'non-zero' if level <= 1 else f'>= {level}'}")
+        mask = values > 0 if level <= 1 else values >= level  # 1: any non-zero value, float masks included
     if shape is not None and mask.shape != tuple(shape):
         raise InputError(
             f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}; "

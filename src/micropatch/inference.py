@@ -16,8 +16,10 @@ MODES = ("paper", "fast")
 TTAS = ("none", "flips")
 # For a checkpoint whose file carries no recipe (written before recipes existed): the method's 128/64 windows.
 # Not the model's to carry: the runtime (torch unless params.yaml `infer` or `micropatch predict` says otherwise),
-# and fast mode's first pass (one tiling of windows; predict uses two: README, "Runtimes").
-DEFAULTS = INFER_DEFAULTS | {"window": 128, "stride": 64, "runtime": "torch", "first_pass_tilings": 1}
+# and fast mode's first pass (one tiling of windows; predict uses two, the second where the first saw a trace:
+# README, "Runtimes").
+DEFAULTS = INFER_DEFAULTS | {"window": 128, "stride": 64, "runtime": "torch", "first_pass_tilings": 1,
+                             "shifted_evidence": 0.0}
 
 
 def sliding_window_probability(model: torch.nn.Module, image: np.ndarray, window: int = 128, stride: int = 64,
@@ -91,26 +93,27 @@ def pad_to_window(image: np.ndarray, fov: np.ndarray, window: int) -> tuple[np.n
 
 
 def first_pass(inside: np.ndarray, window: int, stride: int,
-               tilings: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ys, xs, bool (len(ys), len(xs))): the grid windows that tile a padded frame once and touch its FOV; with
-    tilings 2, also the tiling shifted by half a window in both directions, so that a lesion on one tiling's window
-    border (where a 128 px window barely sees it) lies well inside a window of the other in at least one direction."""
+               tilings: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ys, xs, first, shifted), the last two bool (len(ys), len(xs)): `first`, the grid windows that tile a padded
+    frame once and touch its FOV; `shifted` (tilings 2; else none), those of the tiling shifted by half a window in
+    both directions that touch it, so that a lesion on one tiling's window border (where a 128 px window barely sees
+    it) lies well inside a window of the other in at least one direction."""
     ys, xs, fov_counts = window_sums(inside, window, stride)
     step = max(1, window // stride)
-    chosen = np.outer(covering_subset(len(ys), step), covering_subset(len(xs), step))
+    first = np.outer(covering_subset(len(ys), step), covering_subset(len(xs), step)) & (fov_counts > 0)
+    shifted = np.zeros_like(first)
     if tilings == 2 and step > 1:
-        shifted = np.zeros_like(chosen)
         shifted[step // 2::step, step // 2::step] = True
-        chosen |= shifted
-    elif tilings != 1:
+        shifted &= (fov_counts > 0) & ~first
+    elif tilings not in (1, 2):
         raise ValueError(f"infer.first_pass_tilings {tilings}: 1 or 2")
-    return ys, xs, (fov_counts > 0) & chosen
+    return ys, xs, first, shifted
 
 
 def calibration_batch(image: np.ndarray, fov: np.ndarray, window: int, stride: int, n_windows: int) -> torch.Tensor:
     """Normalised float32 (<= n_windows, 1, window, window): first-pass windows spread evenly in raster order."""
     padded, inside, _, _ = pad_to_window(image, fov, window)
-    ys, xs, chosen = first_pass(inside, window, stride)
+    ys, xs, chosen, _ = first_pass(inside, window, stride)
     if not chosen.any():  # no FOV: any windows will do, none of them is blended into a lesion map
         chosen = np.ones((len(ys), len(xs)), bool)
     boxes = [(ys[i], xs[j]) for i, j in zip(*np.nonzero(chosen))]
@@ -145,33 +148,46 @@ def accumulate_windows(model: torch.nn.Module, image: np.ndarray, boxes: list[tu
 
 def refined_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarray, window: int = 128,
                         stride: int = 64, refine_threshold: float = 0.15, batch_size: int = 32,
-                        device: str | torch.device = "cpu", tilings: int = 1) -> np.ndarray:
+                        device: str | torch.device = "cpu", tilings: int = 1,
+                        shifted_evidence: float = 0.0) -> np.ndarray:
     """Probability maps float32 (L, H, W) from paper's windows, the overlapping ones run only near candidates.
 
     image: uint8 (H, W); fov: bool (H, W). First the paper grid's windows that tile the image once and touch the
-    FOV; then, until nothing changes, every further paper window holding a FOV pixel whose current mean is at least
-    `refine_threshold`. A pixel at or above the threshold therefore has all its windows averaged, as in `paper`:
-    every pixel `fast` marks at 0.5 is one `paper` marks. Pixels no run window covers (outside the FOV) get 0.
+    FOV (with tilings 2, also the shifted tiling's: all of them, or with shifted_evidence > 0 only those where the
+    first tiling's maps reach shifted_evidence somewhere, after it); then, until nothing changes, every further
+    paper window holding a FOV pixel whose current mean is at least `refine_threshold`. A pixel at or above the
+    threshold therefore has all its windows averaged, as in `paper`: every pixel `fast` marks at 0.5 is one `paper`
+    marks. Pixels no run window covers (outside the FOV) get 0.
     """
     if not 0 < stride <= window or window % stride:
         raise ValueError(f"fast mode needs a stride ({stride}) that divides the window ({window})")
     if not 0 < refine_threshold <= 0.5:
         raise ValueError(f"refine_threshold {refine_threshold} must be in (0, 0.5]: above 0.5, marked pixels "
                          "could miss windows")
+    if not 0 <= shifted_evidence < refine_threshold:
+        raise ValueError(f"shifted_evidence {shifted_evidence} must be in [0, refine_threshold {refine_threshold}): "
+                         "at or above it, refinement already runs those windows")
     device = torch.device(device)
     model = model.to(device, memory_format=torch.channels_last).eval()  # as its inputs: 1.5x faster
     height, width = image.shape
     padded, inside, top, left = pad_to_window(image, fov, window)
-    ys, xs, todo = first_pass(inside, window, stride, tilings)
+    ys, xs, todo, shifted = first_pass(inside, window, stride, tilings)
+    if not shifted_evidence:
+        todo, shifted = todo | shifted, np.zeros_like(shifted)
     done = np.zeros_like(todo)
     total = count = None
     while todo.any():
         boxes = [(ys[i], xs[j]) for i, j in zip(*np.nonzero(todo))]
         total, count = accumulate_windows(model, padded, boxes, window, batch_size, device, total, count)
         done |= todo
-        mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+        mean = total / np.maximum(count, 1)  # 0 where no window ran: total is 0 there
         candidates = (mean >= refine_threshold).any(axis=0) & inside
         todo = (window_sums(candidates, window, stride)[2] > 0) & ~done
+        if shifted.any():  # once, after the first tiling: a lesion it barely saw on a border leaves a trace there
+            strongest = mean.max(axis=0)
+            for i, j in zip(*np.nonzero(shifted & ~done)):
+                todo[i, j] |= strongest[ys[i]:ys[i] + window, xs[j]:xs[j] + window].max() >= shifted_evidence
+            shifted[:] = False
     if total is None:  # no FOV at all: nothing to predict; one window only tells how many lesion maps to return
         total, _ = accumulate_windows(model, padded, [(0, 0)], window, 1, device)
         return np.zeros((total.shape[0], height, width), np.float32)
@@ -224,7 +240,7 @@ def rescaled_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndar
 def predict_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarray, params: dict,
                         device: str | torch.device = "cpu") -> np.ndarray:
     """(L, H, W) probabilities, 0 outside the FOV, by params `infer`: mode paper or fast (which reads
-    refine_threshold and first_pass_tilings), runtime torch (precision fp32, or int8 on the CPU: a copy of the model quantized with ranges
+    refine_threshold, first_pass_tilings and shifted_evidence), runtime torch (precision fp32, or int8 on the CPU: a copy of the model quantized with ranges
     from calibration_windows of this image's own first-pass windows, so an image's maps never depend on which
     images came before it) or onnxruntime / openvino (model: a runtimes.ExportedModel loaded for that runtime and
     precision), tta none or flips, rescale_fov (rescaled_probability)."""
@@ -257,7 +273,7 @@ def predict_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarr
     else:
         probability = refined_probability(model, image, fov, params["window"], params["stride"],
                                           params["refine_threshold"], params["batch_size"], device,
-                                          params.get("first_pass_tilings", 1))
+                                          params.get("first_pass_tilings", 1), params.get("shifted_evidence", 0.0))
     return np.where(fov, probability, 0.0).astype(np.float32)  # nothing outside the field of view is a lesion
 
 

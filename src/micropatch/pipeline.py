@@ -109,6 +109,7 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
     """The dvc.yaml mapping of a project folder (one holding params.yaml) running the code of `code`."""
     params = load_params(path=project / "params.yaml")
     domains = list(params["roles"]["test_on"])
+    datasets = [entry["name"] for entry in params["download"]["datasets"]]
     compute = ["compute"] if "compute" in params else []
     stages = {
         "download": stage("download", project, code, ["--params params.yaml", f"--out {RAW}", f"--downloads {DOWNLOADS}"],
@@ -117,6 +118,12 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
                                                     f"--summary {METRICS}/datasets.json"],
                             deps=[RAW], params=["preprocess"], outs=[PREPROCESSED],
                             metrics=[untracked(f"{METRICS}/datasets.json")]),
+        "characterise": stage("characterise", project, code, [f"--raw {RAW}", f"--preprocessed {PREPROCESSED}",
+                                                        f"--out {METRICS}/characterisation.json",
+                                                        f"--plots {METRICS}/characterisation"],
+                              deps=[RAW, PREPROCESSED], params=["preprocess.fov_threshold"],
+                              outs=[untracked(f"{METRICS}/characterisation")],
+                              metrics=[untracked(f"{METRICS}/characterisation.json")]),
         "patient-split": stage("patient_split", project, code, [f"--preprocessed {PREPROCESSED}", f"--out {MANIFEST}"],
                                deps=[PREPROCESSED], params=["lesions", "split", "roles.train_on",
                                                             "audit.phash_threshold"],
@@ -166,6 +173,13 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
         {f"{PLOTS}/recall_by_contrast": {"template": "simple", "x": "contrast_median", "y": "recall"}},
         f"{PLOTS}/curves.png", f"{PLOTS}/training.png", f"{PLOTS}/cross_domain.png", f"{PLOTS}/panels",
         {"training curves": {"template": "linear", "x": "epoch", "y": {f"{METRICS}/train_history.tsv": history}}},
+        # the study's figures 2 and 1, one series per dataset
+        {"labelling style (log10 mean lesion area, ppm of the FOV, against log10 lesion count, per image)": {
+            "template": "scatter", "x": "log10_count",
+            "y": {f"{METRICS}/characterisation/labelling_{d}.csv": "log10_mean_area_ppm" for d in datasets}}},
+        {"image quality (not MCF-Net: README, Characterisation)": {
+            "template": "scatter", "x": "focus",
+            "y": {f"{METRICS}/characterisation/quality_{d}.csv": "evenness" for d in datasets}}},
     ]
     return {"stages": stages, "plots": plots}
 

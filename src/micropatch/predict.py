@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -16,6 +18,7 @@ from .preprocessing import checked_fov, green_clahe
 
 LESION_COLOURS = {"MA": (255, 255, 0), "HE": (255, 64, 64), "EX": (64, 255, 255), "SE": (255, 128, 255)}
 LESION_COLUMNS = ("lesion", "centroid_x", "centroid_y", "area_px", "peak_probability")
+PNG_WRITERS = min(4, os.cpu_count() or 1)
 
 
 def lesion_list(probability: np.ndarray, mask: np.ndarray, lesion: str) -> list[dict]:
@@ -49,15 +52,18 @@ def predict_image(model: torch.nn.Module, config: dict, image_path: Path, out_di
     fov = checked_fov(rgb, preprocess["fov_threshold"], image_path)
     enhanced = green_clahe(rgb, preprocess["clahe_clip_limit"], preprocess["clahe_grid"])
     probability = predict_probability(model, enhanced, fov, infer_params, device)
-    stem, masks, lesions = Path(image_path).stem, {}, []
+    stem, masks, lesions, pngs = Path(image_path).stem, {}, [], {}
     for lesion, channel in zip(config["lesions"], probability):
         quantised = to_uint8(channel)
         # the map as written decides, so files and lists agree
         masks[lesion] = operating_mask(quantised, point["threshold"], point["min_area"])
-        write_png(out_dir / f"{stem}_{lesion}_probability.png", quantised)
-        write_png(out_dir / f"{stem}_{lesion}_mask.png", masks[lesion].astype(np.uint8) * 255)
+        pngs[out_dir / f"{stem}_{lesion}_probability.png"] = quantised
+        pngs[out_dir / f"{stem}_{lesion}_mask.png"] = masks[lesion].astype(np.uint8) * 255
         lesions += lesion_list(quantised / 255.0, masks[lesion], lesion)
-    write_png(out_dir / f"{stem}_overlay.png", overlay_outlines(rgb, masks))
+    pngs[out_dir / f"{stem}_overlay.png"] = overlay_outlines(rgb, masks)
+    # PNG encoding releases the GIL: the files are written side by side (a 4288x2848 overlay alone takes 0.7 s)
+    with ThreadPoolExecutor(PNG_WRITERS) as pool:
+        list(pool.map(write_png, pngs, pngs.values()))
     write_json(out_dir / f"{stem}_lesions.json", {"image": str(image_path), "height": rgb.shape[0],
                                                   "width": rgb.shape[1], "operating_point": point, "lesions": lesions})
     buf = io.StringIO()

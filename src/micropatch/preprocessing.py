@@ -85,7 +85,8 @@ def preprocess_record(record: Record, out_dir: Path, lesions: list[str], clip_li
     lesion_pixels, component_areas, masks, notes = {}, {}, {}, []
     for lesion in lesions:
         path = record.masks.get(lesion)
-        masks[lesion] = read_mask(path, shape, notes) if path is not None else np.zeros(shape, bool)
+        masks[lesion] = (read_mask(path, shape, notes, record.mask_level, record.antialiased) if path is not None
+                         else np.zeros(shape, bool))
         lesion_pixels[lesion] = int(masks[lesion].sum())
         component_areas[lesion] = component_areas_px(masks[lesion])
     for note in notes:

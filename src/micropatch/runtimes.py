@@ -16,7 +16,6 @@ OpenVINO by cache size). So the pipeline's stages run torch; these runtimes are 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fileio import InputError, atomic_path
+from .fileio import InputError, atomic_path, sha256_file
 from .recipe import RUNTIME_PRECISIONS, RUNTIMES, int8_export_path
 
 log = logging.getLogger(__name__)
@@ -36,14 +35,6 @@ INPUT, OUTPUT = "input", "logits"
 METADATA_KEY = "micropatch"
 # Calibration of an int8 export: this many first-pass windows from each photograph, spread evenly over its FOV.
 CALIBRATION_PER_IMAGE = 8
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_onnx(model: torch.nn.Module, config: dict, path: Path, source_sha256: str) -> Path:
@@ -287,7 +278,7 @@ def load_model(path: Path, runtime: str, precision: str | None, threads: int | N
         return load_checkpoint(path, device)
     if not path.is_file():
         raise InputError(f"{path}: model checkpoint not found")
-    sha256 = file_sha256(path)  # the export must come from this very file
+    sha256 = sha256_file(path)  # the export must come from this very file
     if precision == "int8":
         onnx_path = int8_export_path(path)
         if not onnx_path.is_file():

@@ -310,11 +310,15 @@ def materialise(entry: dict, dest: Path, downloads: Path, limits: Limits = Limit
 
 
 def local_sources(params: dict, project: Path) -> list[str]:
-    """The download sources that are files or folders (not URLs, not `synthetic`), as paths relative to the
-    project folder (absolute when given so): the download stage's data dependencies in dvc.yaml. Every part of a
-    multi-part zip is one."""
+    """The download sources that are files or folders (not URLs, not `synthetic`), and the folders adapters read in
+    place (maples_dr's `images` option), as paths relative to the project folder (absolute when given so): the
+    download stage's data dependencies in dvc.yaml. Every part of a multi-part zip is one."""
     paths = []
     for entry in params["download"]["datasets"]:
+        images = entry.get("options", {}).get("images")  # maples_dr: the MESSIDOR photographs, read in place
+        if images:
+            path = resolve(str(images))
+            paths.append(str(path) if path.is_absolute() else os.path.relpath(project / path, project))
         source = str(entry["source"])
         if source == "synthetic" or is_url(source):
             continue

@@ -30,6 +30,60 @@ class SyntheticSpec:
     ex_per_image: tuple[int, int] = (0, 4)
     se_probability: float = 0.4
     jpeg_quality: int = 92
+    # How the masks are drawn from the same photograph (the second study's labelling styles): fine, every lesion
+    # exactly (IDRiD, MAPLES-DR, DDR); coarse, one ellipse or convex polygon around each cluster of nearby lesions
+    # (Retinal-Lesions); mixed, each lesion type of each image fine or coarse at random (FGADR)
+    label_style: str = "fine"
+
+
+LABEL_STYLES = ("fine", "coarse", "mixed")
+# Lesions of one type closer than this share of the image height are one cluster in a coarse label
+CLUSTER_SHARE = 0.12
+
+
+def _coarse(mask: np.ndarray, reach: float, ellipse: bool) -> np.ndarray:
+    """bool (H, W): one filled shape around each cluster of a mask's components (centroids closer than `reach`
+    px, chained): an ellipse fitted to the cluster's pixels or their convex hull, grown by a few px, as annotators
+    outline a group of lesions."""
+    count, labels, _, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    group = list(range(count))
+
+    def root(i):
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    for i in range(1, count):
+        for j in range(i + 1, count):
+            if np.hypot(*(centroids[i] - centroids[j])) < reach:
+                group[root(i)] = root(j)
+    out = np.zeros(mask.shape, np.uint8)
+    for cluster in sorted({root(i) for i in range(1, count)}):
+        members = [i for i in range(1, count) if root(i) == cluster]
+        points = np.argwhere(np.isin(labels, members))[:, ::-1].astype(np.int32)  # (x, y)
+        if ellipse and len(points) >= 5:
+            (cx, cy), (w, h), angle = cv2.fitEllipse(points)
+            cv2.ellipse(out, ((cx, cy), (w + 8, h + 8), angle), 1, -1)
+        else:
+            hull = np.zeros_like(out)
+            cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+            out |= cv2.dilate(hull, np.ones((9, 9), np.uint8))
+    return out.astype(bool) | mask
+
+
+def _labels(masks: dict[str, np.ndarray], style: str, rng: np.random.Generator, fov: np.ndarray) -> dict:
+    """The masks an annotator in `style` would draw for these exact lesions (fine: unchanged)."""
+    if style not in LABEL_STYLES:
+        raise ValueError(f"synthetic label_style '{style}': choose one of {LABEL_STYLES}")
+    if style == "fine":
+        return masks  # no draw from rng: fine sets keep their bytes
+    reach = CLUSTER_SHARE * fov.shape[0]
+    out = {}
+    for k, (lesion, mask) in enumerate(masks.items()):
+        coarse = style == "coarse" or rng.uniform() < 0.5
+        out[lesion] = _coarse(mask, reach, ellipse=k % 2 == 0) & fov if coarse and mask.any() else mask
+    return out
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
@@ -86,7 +140,8 @@ def _blob(rng, mask: np.ndarray, center, radius: float, irregular: bool) -> None
 
 
 def synth_fundus(seed: int, spec: SyntheticSpec = SyntheticSpec()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """One synthetic fundus: uint8 RGB (H, W, 3) and {lesion: bool (H, W)} masks, deterministic from seed."""
+    """One synthetic fundus: uint8 RGB (H, W, 3) and {lesion: bool (H, W)} masks in spec.label_style,
+    deterministic from seed; the photograph does not depend on the label style."""
     rng = np.random.default_rng(seed)
     h, w = spec.height, spec.width
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -145,7 +200,7 @@ def synth_fundus(seed: int, spec: SyntheticSpec = SyntheticSpec()) -> tuple[np.n
     rgb = cv2.GaussianBlur(rgb, (0, 0), 0.7)  # camera optics: edges of every structure are soft
     rgb += rng.normal(0, 2.5, rgb.shape).astype(np.float32)  # sensor noise
     rgb[~fov] = rng.uniform(0, 4, (int((~fov).sum()), 3))  # dark border with a little noise, as JPEGs have
-    return np.clip(rgb, 0, 255).astype(np.uint8), masks
+    return np.clip(rgb, 0, 255).astype(np.uint8), _labels(masks, spec.label_style, rng, fov)
 
 
 def _save_jpeg(path: Path, rgb: np.ndarray, quality: int) -> None:
@@ -270,4 +325,124 @@ def write_eophtha_layout(root: Path, n_images: int, seed: int, spec: SyntheticSp
     return ids
 
 
-LAYOUT_WRITERS = {"idrid": write_idrid_layout, "ddr": write_ddr_layout, "eophtha": write_eophtha_layout}
+def _square(spec: SyntheticSpec) -> SyntheticSpec:
+    side = min(spec.width, spec.height)
+    return replace(spec, width=side, height=side)
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+FGADR_LESION_FOLDERS = {"MA": "Microaneurysms_Masks", "HE": "Hemohedge_Masks", "EX": "HardExudate_Masks",
+                        "SE": "SoftExudate_Masks"}
+
+
+def write_fgadr_layout(root: Path, n_images: int, seed: int, spec: SyntheticSpec = SyntheticSpec()) -> list[str]:
+    """Write n square images in FGADR's Seg-set layout under root; return the image ids.
+
+    As the loaders describe the release: PNG photographs named NNNN_k.png; a mask file per image in each of the
+    four lesion folders (sic "Hemohedge"), all-zero where absent, 8-bit with anti-aliased edges, every other one
+    saved as RGB with equal channels; IRMA and neovascularisation masks only for a few images; the grading CSV
+    without a header.
+    """
+    from tqdm import tqdm
+
+    top = Path(root) / "Seg-set"
+    ids, grades = [], []
+    for index in tqdm(range(n_images), desc="synthetic FGADR", unit="img", leave=False):
+        image_id = f"{index + 1:04d}_{1 + index % 3}"
+        rgb, masks = synth_fundus(seed * 100_003 + index, _square(spec))
+        _save_png(top / "Original_Images" / f"{image_id}.png", rgb)
+        for lesion, folder in FGADR_LESION_FOLDERS.items():
+            # anti-aliased edges: the drawn shape blurred, so its rim holds 1..254 and >= 128 is the shape
+            soft = cv2.GaussianBlur(masks[lesion].astype(np.float32) * 255, (0, 0), 0.8)
+            values = np.clip(np.round(soft), 0, 255).astype(np.uint8)
+            _save_png(top / folder / f"{image_id}.png", np.dstack([values] * 3) if index % 2 else values)
+        if index % 3 == 0:  # IRMA / NV masks exist only for images that have them
+            _save_png(top / "IRMA_Masks" / f"{image_id}.png", np.zeros(rgb.shape[:2], np.uint8))
+        if index % 5 == 0:
+            _save_png(top / "Neovascularization_Masks" / f"{image_id}.png", np.zeros(rgb.shape[:2], np.uint8))
+        grades.append(f"{image_id}.png,{index % 5}\n")
+        ids.append(image_id)
+    with atomic_path(top / "DR_Seg_Grading_Label.csv") as tmp:
+        tmp.write_text("".join(grades))
+    return ids
+
+
+MAPLES_BIOMARKERS = ("Microaneurysms", "Hemorrhages", "Exudates", "CottonWoolSpots", "Drusens", "Neovascularization",
+                     "BrightUncertains", "RedUncertains", "Vessels", "OpticDisc", "OpticCup", "Macula")
+MAPLES_LESIONS = {"MA": "Microaneurysms", "HE": "Hemorrhages", "EX": "Exudates", "SE": "CottonWoolSpots"}
+
+
+def write_maples_dr_layout(root: Path, n_images: int, seed: int,
+                           spec: SyntheticSpec = SyntheticSpec()) -> list[str]:
+    """Write n images as MAPLES-DR's labels archive (no top folder: {train,test}/diagnosis.csv and one 1-bit PNG
+    per biomarker folder) plus the MESSIDOR photographs it matches by stem, as .tif in MESSIDOR/Base11 ...
+    (the release ships no photographs; micropatch's own layout keeps them beside the labels). Macula and OpticCup
+    miss a file for every 4th image, as in the release. Returns the stems."""
+    from tqdm import tqdm
+
+    root = Path(root)
+    ids, diagnosis = [], {"train": ["name,DR,ME\n"], "test": ["name,DR,ME\n"]}
+    for index in tqdm(range(n_images), desc="synthetic MAPLES-DR", unit="img", leave=False):
+        split = "test" if index % 3 == 2 else "train"
+        stem = f"2005{1019 + index:04d}_{38557 + 7 * index}_0100_PP"
+        rgb, masks = synth_fundus(seed * 100_003 + index, spec)
+        with atomic_path(root / "MESSIDOR" / f"Base{11 + index % 3}" / f"{stem}.tif") as tmp:
+            Image.fromarray(rgb).save(tmp, format="TIFF")
+        for biomarker in MAPLES_BIOMARKERS:
+            if biomarker in ("Macula", "OpticCup") and index % 4 == 3:
+                continue
+            lesion = next((k for k, v in MAPLES_LESIONS.items() if v == biomarker), None)
+            mask = masks[lesion] if lesion else np.zeros(rgb.shape[:2], bool)
+            with atomic_path(root / split / biomarker / f"{stem}.png") as tmp:
+                Image.fromarray(mask).convert("1").save(tmp, format="PNG")
+        diagnosis[split].append(f"{stem},{index % 5},{index % 3}\n")
+        ids.append(stem)
+    for split, rows in diagnosis.items():
+        with atomic_path(root / split / "diagnosis.csv") as tmp:
+            tmp.write_text("".join(rows))
+    return ids
+
+
+RETINAL_LESIONS_FILES = {"MA": "microaneurysm", "HE": "retinal_hemorrhage", "EX": "hard_exudate",
+                         "SE": "cotton_wool_spots"}
+
+
+def write_retinal_lesions_layout(root: Path, n_images: int, seed: int,
+                                 spec: SyntheticSpec = SyntheticSpec()) -> list[str]:
+    """Write n square images in Retinal-Lesions' layout (retinal-lesions-v20191227/...) under root; return the ids.
+
+    Images come in eye pairs (<kaggleID>_left / _right share a patient); a lesion's PNG exists only where it is
+    present, 255 = lesion and 127 = a lesion the authors excluded (every 3rd component); every 4th image is
+    lesion-free and has no mask folder at all; dr_grades.csv lists the grades.
+    """
+    from tqdm import tqdm
+
+    top = Path(root) / "retinal-lesions-v20191227"
+    ids, grades = [], ["image id,kaggle label,our label\n"]
+    for index in tqdm(range(n_images), desc="synthetic Retinal-Lesions", unit="img", leave=False):
+        image_id = f"{10003 + 17 * (index // 2)}_{('left', 'right')[index % 2]}"
+        lesion_free = index % 4 == 3
+        rgb, masks = synth_fundus(seed * 100_003 + index, _lesion_free(_square(spec)) if lesion_free
+                                  else _square(spec))
+        _save_jpeg(top / "images_896x896" / f"{image_id}.jpg", rgb, spec.jpeg_quality)
+        for lesion, stem in RETINAL_LESIONS_FILES.items():
+            if not masks[lesion].any():
+                continue
+            count, labels = cv2.connectedComponents(masks[lesion].astype(np.uint8), connectivity=8)
+            values = np.where(masks[lesion], 255, 0).astype(np.uint8)
+            values[np.isin(labels, np.arange(3, count, 3))] = 127
+            _save_png(top / "lesion_segs_896x896" / image_id / f"{stem}.png", values)
+        grades.append(f"{image_id},{index % 5},{index % 5}\n")
+        ids.append(image_id)
+    with atomic_path(top / "dr_grades.csv") as tmp:
+        tmp.write_text("".join(grades))
+    return ids
+
+
+LAYOUT_WRITERS = {"idrid": write_idrid_layout, "ddr": write_ddr_layout, "eophtha": write_eophtha_layout,
+                  "fgadr": write_fgadr_layout, "maples_dr": write_maples_dr_layout,
+                  "retinal_lesions": write_retinal_lesions_layout}

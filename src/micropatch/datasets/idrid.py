@@ -5,7 +5,7 @@ import logging
 import re
 from pathlib import Path
 
-from . import Record, find_root, image_files, report
+from . import Record, image_files, report, top_or_parent
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +21,7 @@ IMAGE_NAME = re.compile(r"^(IDRiD_\d+)\.jpe?g$", re.IGNORECASE)
 
 def resolve_root(root: Path) -> Path:
     """The 'A. Segmentation' folder, given it or the folder above it; raises InputError naming what is missing."""
-    root = Path(root)
-    return find_root(root, [(root, "the 'A. Segmentation' folder itself"), (root / SEGMENTATION, "its parent")],
-                     lambda folder: (folder / IMAGES).is_dir(), "IDRiD",
-                     f"neither '{root / IMAGES}' nor '{root / SEGMENTATION / IMAGES}' exists; point the source at the "
-                     "folder that holds 'A. Segmentation' (or at 'A. Segmentation' itself)")
+    return top_or_parent(root, SEGMENTATION, IMAGES, "IDRiD")
 
 
 def records(root: Path, dataset: str = "idrid", problems: list[str] | None = None) -> list[Record]:

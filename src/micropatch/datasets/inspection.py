@@ -10,15 +10,18 @@ from ..fileio import InputError, read_fundus, read_mask
 from . import LESIONS, adapter, load_records
 
 
-def inspect_root(adapter_name: str, root: Path) -> dict:
+def inspect_root(adapter_name: str, root: Path, **options) -> dict:
     """Counts (images, patients, masks, empty masks, resolutions, official splits) and the problems found.
 
-    Every image and mask is decoded, so truncated files and masks of the wrong size are found here.
+    Every image and mask is decoded, so truncated files and masks of the wrong size are found here. options: the
+    adapter's own (datasets.load_records).
     """
     report, problems, notes = {"adapter": adapter_name, "root": str(root)}, [], []
     try:
-        report["dataset_root"] = str(adapter(adapter_name).resolve_root(Path(root)))
-        records = load_records(adapter_name, root, adapter_name, problems)
+        module = adapter(adapter_name)
+        report["dataset_root"] = str(module.resolve_root(Path(root)))
+        notes += [module.NOTE] if hasattr(module, "NOTE") else []  # what the release's layout implies for scoring
+        records = load_records(adapter_name, root, adapter_name, problems, **options)
     except InputError as err:
         return report | {"problems": problems + [str(err)], "ok": False}
     resolutions, masks, empty, absent = Counter(), Counter(), Counter(), Counter()
@@ -35,7 +38,8 @@ def inspect_root(adapter_name: str, root: Path) -> dict:
                 continue
             masks[lesion] += 1
             try:
-                empty[lesion] += int(not read_mask(path, (height, width), notes).any())
+                mask = read_mask(path, (height, width), notes, record.mask_level, record.antialiased)
+                empty[lesion] += int(not mask.any())
             except InputError as err:
                 problems.append(str(err))
     by_lesion = lambda counter: {lesion: counter[lesion] for lesion in LESIONS}  # noqa: E731
