@@ -12,7 +12,6 @@ import numpy as np
 
 from .preprocessing import fov_diameter, fov_mask
 
-STYLES = ("fine", "mixed", "coarse")
 # An image looks coarsely labelled when its mean lesion component area (all annotated lesion types together)
 # exceeds this share of its FOV area (parts per million): about the geometric mean of real IDRiD's largest
 # per-image mean (743 ppm; median 105) and the smallest of the generator's coarse labels at the default's size
