@@ -5,7 +5,8 @@ windows, the overlapping ones only near candidates and none outside the field of
 either through a quantized copy of the model on the CPU (benchmarks/infer.py measures all of them). infer.runtime
 torch (the default) gives the same bytes on every x86-64 CPU in the reproducible compute mode; onnxruntime and
 openvino run the model's ONNX export faster, with bits that depend on the CPU (benchmarks/runtimes.py). Window and
-stride come from the model's recipe unless params.yaml `infer` sets them.
+stride come from the model's recipe unless params.yaml `infer` sets them. A model of recipe study_baseline predicts
+the RGB photograph in its square frame, mapped back to the native frame (micropatch.square).
 """
 import argparse
 import logging
@@ -14,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from micropatch import compute, logs
-from micropatch.fileio import load_params, read_png, write_json, write_png
+from micropatch.fileio import load_params, write_json, write_png
 from micropatch.split import domain_rows, read_manifest
 
 
@@ -29,7 +30,7 @@ def main() -> None:
     compute.configure(**params["compute"])  # before torch is imported: it pins what decides the bits
     import torch
 
-    from micropatch.inference import DEFAULTS, predict_probability, to_uint8
+    from micropatch.inference import DEFAULTS, manifest_probability, to_uint8
     from micropatch.postprocess import OPERATING_DEFAULTS
     from micropatch.recipe import resolve
     from micropatch.runtimes import load_model
@@ -44,10 +45,7 @@ def main() -> None:
     settings = resolve(config, "inference", params["infer"], DEFAULTS)
     rows = domain_rows(read_manifest(args.manifest), args.domain, spec)
     for row in tqdm(rows, desc=f"infer {args.domain}", unit="img"):
-        folder = args.preprocessed / row["dataset"]
-        image = read_png(folder / f"{row['image_id']}.png")
-        fov = read_png(folder / f"{row['image_id']}_fov.png") > 0
-        probability = predict_probability(model, image, fov, settings, device)
+        probability = manifest_probability(model, config, row, args.preprocessed, settings, device)
         for lesion, channel in zip(config["lesions"], probability):
             write_png(args.out / f"{row['image_id']}_{lesion}.png", to_uint8(channel))
     write_json(args.out / "domain.json", {"domain": args.domain, **spec, "lesions": config["lesions"],

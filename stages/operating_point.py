@@ -1,7 +1,8 @@
 """Stage operating-point: the released model, i.e. the trained weights with everything prediction needs in its
 metadata: the operating point (threshold and minimum component area, chosen by pooled Dice on the tune split's
-full images, never on val or a test domain; the paper's 0.5 and none without a tune split) and the training
-images' median FOV diameter (for infer.rescale_fov). Infer, score and `micropatch predict` use this file."""
+full images, never on val or a test domain; the paper's 0.5 and none without a tune split; a multi-lesion model
+gets one per lesion, and a model-wide one from the lesions' mean Dice) and the training images' median FOV
+diameter (for infer.rescale_fov). Infer, score and `micropatch predict` use this file."""
 import argparse
 import logging
 from pathlib import Path
@@ -23,7 +24,7 @@ def main() -> None:
     compute.configure(**params["compute"])  # before torch is imported: it pins what decides the bits
     import torch
 
-    from micropatch.inference import DEFAULTS, predict_probability, to_uint8
+    from micropatch.inference import DEFAULTS, manifest_probability, to_uint8
     from micropatch.model import load_checkpoint, round_to_half_storage, save_checkpoint
     from micropatch.postprocess import OPERATING_DEFAULTS, choose_operating_point, operating_counts
     from micropatch.preprocessing import fov_diameter
@@ -43,24 +44,24 @@ def main() -> None:
               "tune_images": [r["image_id"] for r in tune], "inference": settings}
     point = dict(OPERATING_DEFAULTS)
     if tune:
-        per_lesion = {}
-        for index, lesion in enumerate(config["lesions"]):
-            pooled = 0
-            for row in tqdm(tune, desc=f"operating point {lesion}", unit="img"):
-                folder = args.preprocessed / row["dataset"]
-                image, fov = read_png(folder / f"{row['image_id']}.png"), fov_of(row)
-                probability = to_uint8(predict_probability(model, image, fov, settings, device)[index])
-                pooled = pooled + operating_counts(probability, read_png(folder / f"{row['image_id']}_{lesion}.png") > 0,
-                                                   fov)
-            per_lesion[lesion] = choose_operating_point(pooled)
+        pooled = {lesion: 0 for lesion in config["lesions"]}
+        for row in tqdm(tune, desc="operating point", unit="img"):  # each image predicted once, for every lesion
+            folder = args.preprocessed / row["dataset"]
+            probability = manifest_probability(model, config, row, args.preprocessed, settings, device)
+            for lesion, channel in zip(config["lesions"], probability):
+                truth = read_png(folder / f"{row['image_id']}_{lesion}.png") > 0
+                pooled[lesion] = pooled[lesion] + operating_counts(to_uint8(channel), truth, fov_of(row))
+        per_lesion = {lesion: choose_operating_point(counts) for lesion, counts in pooled.items()}
         if len(per_lesion) == 1:
             chosen = next(iter(per_lesion.values()))
             point = {"threshold": chosen["threshold"], "min_area": chosen["min_area"]}
-        else:  # one point per model: the lesions' mean Dice grid decides
+        else:  # each lesion its own point; the lesions' mean Dice grid gives the model-wide one beside them
             grid = np.mean([np.array(c["dice_grid"]["dice"]) for c in per_lesion.values()], axis=0)
             first = next(iter(per_lesion.values()))["dice_grid"]
             i, j = np.unravel_index(np.argmax(grid), grid.shape)
-            point = {"threshold": first["thresholds"][i], "min_area": first["min_areas"][j]}
+            point = {"threshold": first["thresholds"][i], "min_area": first["min_areas"][j],
+                     "per_lesion": {lesion: {"threshold": c["threshold"], "min_area": c["min_area"]}
+                                    for lesion, c in per_lesion.items()}}
         report["per_lesion"] = per_lesion
     config = config | {"operating_point": point,
                        "inference": config.get("inference", {}) | {"fov_diameter": int(np.median(diameters))}}

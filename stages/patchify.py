@@ -1,5 +1,6 @@
 """Stage patchify: 128x128 windows every 64 px of each train/tune/val image; all lesion windows, 10 % of background
-(the paper's sampling), plus hard negatives and lesion-centred windows for the train split when params ask."""
+(the paper's sampling), plus hard negatives and lesion-centred windows for the train split when params ask. Under
+`recipe: study_baseline`, one square per image instead (micropatch.square), which train crops at random."""
 import argparse
 import logging
 from pathlib import Path
@@ -7,7 +8,22 @@ from pathlib import Path
 from micropatch import logs
 from micropatch.fileio import load_params
 from micropatch.patches import build_patch_set, write_patch_set
+from micropatch.square import SQUARE_KIND, build_square_set
 from micropatch.split import read_manifest
+
+
+def squares(rows: list[dict], preprocessed: Path, lesions: list[str], baseline: dict, out: Path, split: str) -> None:
+    """Recipe study_baseline: one square per image (the FOV crop resized and padded to `side`), the crops drawn at
+    train time; meta.json says so (kind: squares), and the audit reads its index like any patch set's."""
+    if not 0 < baseline["patch"] <= baseline["side"]:
+        raise ValueError(f"study_baseline.patch {baseline['patch']} must be in 1..side ({baseline['side']})")
+    images, masks, index, frames = build_square_set(rows, preprocessed, lesions, baseline["side"])
+    meta = {"kind": SQUARE_KIND, "split": split, "lesions": lesions, "side": baseline["side"],
+            "patch": baseline["patch"], "crops_per_image": baseline["crops_per_image"], "augment": baseline["augment"],
+            "patches": len(index), "lesion_patches": sum(1 for r in index if r["lesion_pixels"] > 0),
+            "frames": frames}
+    write_patch_set(out, images, masks, index, meta)
+    logging.info("patchify %s: %d squares of %d px (recipe study_baseline)", split, len(index), baseline["side"])
 
 
 def main() -> None:
@@ -17,12 +33,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     logs.setup()
-    params = load_params("patchify")
-    lesions = load_params("lesions")
+    everything = load_params()
+    params, lesions = everything["patchify"], everything["lesions"]
     manifest = read_manifest(args.manifest)
     splits = ["train", "val"] + (["tune"] if any(r["split"] == "tune" for r in manifest) else [])
     for split in splits:
         rows = [r for r in manifest if r["split"] == split]
+        if everything.get("recipe", "micropatch") == "study_baseline":
+            squares(rows, args.preprocessed, lesions, everything["study_baseline"], args.out / split, split)
+            continue
         # the extras only where weights are fitted: selection splits keep the plain sampling, whose background
         # windows then stand for the whole image at weight 1 / background_keep (training.weighted_histograms)
         extras = (params["hard_negative_keep"], params["lesion_jitter"]) if split == "train" else (0.0, 0)

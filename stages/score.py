@@ -10,7 +10,8 @@ import logging
 from pathlib import Path
 
 from micropatch import figures, logs
-from micropatch.evaluation import cross_domain_rows, cross_domain_table, operating_point, score_domain, write_rows
+from micropatch.evaluation import (cross_domain_rows, cross_domain_table, lesion_mean, operating_point, score_domain,
+                                   write_rows)
 from micropatch.misses import AREA_BINS, CONTRAST_BINS, domain_misses, panel, recall_by
 from micropatch.fileio import load_params, write_json, write_text
 from micropatch.provenance import versions
@@ -49,7 +50,8 @@ def main() -> None:
             image_ids = sorted({r["image_id"] for r in read_rows(args.out / "per_image" / f"{name}.csv")
                                 if r["lesion"] == lesion})
             lesions, false_positives, crops = domain_misses(image_ids, args.preprocessed / domain["dataset"],
-                                                            args.predictions / name, lesion, points[name])
+                                                            args.predictions / name, lesion,
+                                                            operating_point(domain, params, lesion))
             write_rows(args.out / "per_image" / f"{name}_{lesion}_lesions.csv", lesions)
             write_json(plots / "recall_by_area" / f"{name}_{lesion}.json", recall_by(lesions, "area_px", AREA_BINS))
             write_json(plots / "recall_by_contrast" / f"{name}_{lesion}.json",
@@ -74,6 +76,7 @@ def main() -> None:
     for name, by_lesion in results.items():
         write_json(args.out / "domains" / f"{name}.json", {
             "domain": name, "zero_shot": zero_shot[name], "lesions": by_lesion,
+            **({"lesion_mean": lesion_mean(by_lesion)} if len(by_lesion) > 1 else {}),
             "operating_point": points[name],
             "seed": params["seed"], "versions": versions()})
     rows = cross_domain_rows(results, zero_shot)

@@ -44,13 +44,15 @@ def main() -> None:
     from micropatch.recipe import training_recipe
     from micropatch.training import TrainConfig, train
 
-    cfg = TrainConfig(**params["train"])
+    baseline = params["study_baseline"] if params.get("recipe", "micropatch") == "study_baseline" else None
+    # recipe study_baseline: its own architecture (the study's U-Net SE-ResNet101); the rest of `train` is shared
+    cfg = TrainConfig(**params["train"] | ({k: baseline[k] for k in ("encoder", "attention")} if baseline else {}))
     selection = "tune" if (args.patches / "tune").is_dir() else "val"
     inputs = [sha256_file(args.patches / s / f) for s in ("train", selection) for f in ("images.npy", "masks.npy")]
-    fingerprint = hashlib.sha256(json.dumps([params["train"], params["lesions"], params["compute"], inputs],
-                                            sort_keys=True).encode()).hexdigest()
+    fingerprint = hashlib.sha256(json.dumps([params["train"], params["lesions"], params["compute"], inputs]
+                                            + ([baseline] if baseline else []), sort_keys=True).encode()).hexdigest()
     recipe = training_recipe(params["preprocess"], params["patchify"], {"mean": INPUT_MEAN, "std": INPUT_STD},
-                             settings, sha256_file(args.manifest))
+                             settings, sha256_file(args.manifest), baseline)
     # with a tune split, val is scored each epoch for the history (never for selection): its full-image estimates
     ctx = parallel.setup()
     if ctx.distributed and ctx.world != processes:
@@ -58,7 +60,8 @@ def main() -> None:
                         processes, cfg.batch_size)
     summary = train(args.patches / "train", args.patches / selection, params["lesions"], cfg, args.model, args.state,
                     fingerprint, recipe, on_epoch=lambda history: write_history(args.history, history),
-                    monitor_dir=args.patches / "val" if selection == "tune" else None, ctx=ctx)
+                    monitor_dir=args.patches / "val" if selection == "tune" and cfg.monitor_val else None,
+                    ctx=ctx)
     parallel.teardown(ctx)
     if not ctx.is_main:
         return

@@ -8,7 +8,7 @@ from micropatch.evaluation import operating_point, score_images
 from micropatch.inference import FlipAverage, predict_probability, rescaled_probability, to_uint8
 from micropatch.metrics import counts_at, image_histograms, scores
 from micropatch.patches import dark_structures, select_windows, window_sums
-from micropatch.postprocess import choose_operating_point, operating_counts, operating_mask
+from micropatch.postprocess import choose_operating_point, lesion_point, operating_counts, operating_mask
 from micropatch.split import assign_splits, domain_rows
 from micropatch.training import patch_weights, weighted_histograms
 
@@ -79,6 +79,21 @@ def fingerprint(i: int) -> dict:
     return {"dataset": "idrid", "image_id": f"IDRiD_{i:02d}", "patient_key": f"p{i // 2}", "official_split": "train",
             "sha256": f"{i:064x}", "phash": f"{(i * 2654435761) % 2 ** 64:064x}", "height": 10, "width": 10,
             "source": "x", "lesion_pixels": {"MA": i % 3}}
+
+
+def test_a_multi_lesion_model_is_scored_at_each_lesions_own_point_unless_params_give_a_number():
+    domain = {"operating_point": {"threshold": 0.4, "min_area": 10,
+                                  "per_lesion": {"MA": {"threshold": 0.15, "min_area": 50},
+                                                 "EX": {"threshold": 0.6, "min_area": 0}}}}
+    model = {"threshold": "model", "min_area": "model"}
+    assert operating_point(domain, model, "MA") == {"threshold": 0.15, "min_area": 50}
+    assert operating_point(domain, model, "EX") == {"threshold": 0.6, "min_area": 0}
+    assert operating_point(domain, model, "HE") == {"threshold": 0.4, "min_area": 10}  # none of its own
+    assert operating_point(domain, model)["per_lesion"]["MA"]["threshold"] == 0.15
+    forced = operating_point(domain, {"threshold": 0.5, "min_area": "model"}, "MA")
+    assert forced == {"threshold": 0.5, "min_area": 50}  # a number holds for every lesion
+    assert "per_lesion" not in operating_point(domain, {"threshold": 0.5, "min_area": "model"})
+    assert lesion_point({"threshold": 0.3}, "SE") == {"threshold": 0.3, "min_area": 0}
 
 
 def test_tune_split_takes_whole_patients_from_the_training_side_and_is_never_a_test_domain():

@@ -39,7 +39,7 @@ def test_every_stage_runs_and_writes_its_outputs(workspace):
                   "infer@ddr_test", "infer@eophtha", "score"):
         assert f"Running stage '{stage}'" in log
     manifest = (work / "data/splits/manifest.csv").read_text().splitlines()
-    assert len(manifest) == 1 + 8 + 6 + 9 and sum(",val," in line for line in manifest) == 2
+    assert len(manifest) == 1 + 8 + 6 + 9 + 8 + 8 and sum(",val," in line for line in manifest) == 2
     patches = json.loads((work / "data/patches/train/meta.json").read_text())
     assert patches["patches"] > patches["lesion_patches"] > 0
     assert len(list((work / "data/predictions/synthetic_val").glob("*_MA.png"))) == 2

@@ -154,7 +154,10 @@ def cmd_predict(args) -> int:
                     DEFAULTS)
     # fast mode is paper's map at every pixel >= refine_threshold: at or below the operating threshold, the masks
     # are paper's masks
-    infer["refine_threshold"] = min(infer["refine_threshold"], point["threshold"])
+    if args.threshold is not None or args.min_area is not None:
+        point.pop("per_lesion", None)  # a point given on the command line holds for every lesion
+    infer["refine_threshold"] = min(infer["refine_threshold"], point["threshold"],
+                                    *(p.get("threshold", 1.0) for p in point.get("per_lesion", {}).values()))
     preprocess = resolve(config, "preprocess", {"clahe_clip_limit": args.clahe_clip_limit,
                                                 "clahe_grid": args.clahe_grid, "fov_threshold": args.fov_threshold},
                          PREPROCESS_DEFAULTS)
@@ -185,10 +188,13 @@ def cmd_export(args) -> int:
 
     compute.configure("fast")
     from .model import load_checkpoint
-    from .recipe import int8_export_path
+    from .recipe import int8_export_path, model_recipe
     from .runtimes import CALIBRATION_PER_IMAGE, calibration_windows, export_onnx, quantize_int8
 
     model, config = load_checkpoint(args.model)
+    if model_recipe(config) != "micropatch":
+        raise InputError(f"{args.model}: recipe {model_recipe(config)} runs on torch fp32 only (README, \"Recipes\"); "
+                         "micropatch export writes micro-patching models")
     sha256 = sha256_file(args.model)
     out = args.out or (int8_export_path(args.model) if args.precision == "int8" else args.model.with_suffix(".onnx"))
     if args.precision == "fp32":

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from .fileio import atomic_path, read_png
 from .metrics import image_histograms, image_lesion_counts, lesion_summary, mask_lesion_counts, scores, summarise
-from .postprocess import OPERATING_DEFAULTS, operating_mask
+from .postprocess import OPERATING_DEFAULTS, lesion_point, operating_mask
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,16 @@ def score_images(items, threshold: float, min_area: int = 0, bootstrap_draws: in
     return summary, rows
 
 
-def operating_point(domain: dict, params: dict) -> dict:
-    """The threshold and min_area to score at: the model's (infer copies them into domain.json) unless params
-    `score` gives a number."""
+def operating_point(domain: dict, params: dict, lesion: str | None = None) -> dict:
+    """The threshold and min_area to score at: the model's (infer copies them into domain.json; a multi-lesion
+    model's own per lesion, kept as `per_lesion` when no lesion is asked), unless params `score` gives a number,
+    which then holds for every lesion."""
     model = OPERATING_DEFAULTS | domain.get("operating_point", {})
-    return {key: model[key] if params[key] == "model" else params[key] for key in OPERATING_DEFAULTS}
+    own = lesion_point(model, lesion) if lesion else model
+    point = {key: own[key] if params[key] == "model" else params[key] for key in OPERATING_DEFAULTS}
+    if lesion is None and "per_lesion" in model and all(params[key] == "model" for key in OPERATING_DEFAULTS):
+        point["per_lesion"] = model["per_lesion"]
+    return point
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
@@ -81,7 +86,7 @@ def score_domain(domain: dict, pred_dir: Path, preprocessed: Path, params: dict,
                 yield (image_id, read_png(pred_dir / f"{image_id}_{lesion}.png"),
                        read_png(folder / f"{image_id}_{lesion}.png") > 0, fov)
 
-        point = operating_point(domain, params)
+        point = operating_point(domain, params, lesion)
         summary, rows = score_images(items(), point["threshold"], point["min_area"], params["bootstrap_draws"],
                                      params["seed"])
         heights, widths = zip(*sizes)
@@ -95,10 +100,28 @@ CROSS_DOMAIN_KEYS = ("n_images", "resolution", "precision", "recall", "dice", "i
                      "lesion_sensitivity", "fps_per_image", "froc")
 
 
+# The scores a lesion mean is taken of: the cross-domain columns that are rates or per-image counts.
+MEAN_KEYS = ("precision", "recall", "dice", "iou", "aupr_11", "ap", "lesion_sensitivity", "fps_per_image", "froc")
+MEAN_ROW = "mean"
+
+
+def lesion_mean(by_lesion: dict) -> dict:
+    """The unweighted mean over the scored lesions of each MEAN_KEYS score (the study's "mean" column: each lesion
+    counts once, whatever its pixel count); NaN when a lesion's score is NaN, never a mean over fewer lesions."""
+    return ({"lesions": list(by_lesion), "n_images": max(s["n_images"] for s in by_lesion.values()),
+             "resolution": next(iter(by_lesion.values()))["resolution"]}
+            | {k: float(np.mean([s[k] for s in by_lesion.values()])) for k in MEAN_KEYS})
+
+
 def cross_domain_rows(results: dict, zero_shot: dict[str, bool]) -> list[dict]:
-    """One dict per (domain, lesion): the paper's cross-domain table columns (fractions, not %)."""
-    return [{"domain": domain, "lesion": lesion, "zero_shot": zero_shot[domain]} | {k: s[k] for k in CROSS_DOMAIN_KEYS}
-            for domain, by_lesion in results.items() for lesion, s in by_lesion.items()]
+    """One dict per (domain, lesion): the paper's cross-domain table columns (fractions, not %), and after a domain
+    scored on more than one lesion, its lesion-mean row (lesion "mean")."""
+    rows = []
+    for domain, by_lesion in results.items():
+        per_lesion = list(by_lesion.items()) + ([(MEAN_ROW, lesion_mean(by_lesion))] if len(by_lesion) > 1 else [])
+        rows += [{"domain": domain, "lesion": lesion, "zero_shot": zero_shot[domain]}
+                 | {k: s[k] for k in CROSS_DOMAIN_KEYS} for lesion, s in per_lesion]
+    return rows
 
 
 def cross_domain_table(rows: list[dict]) -> str:

@@ -145,11 +145,12 @@ def panel_figure(title: str, rgb: np.ndarray, probability_u8: np.ndarray, truth:
 def domain_panels(domain: dict, per_image: list[dict], pred_dir: Path, preprocessed: Path, sources: dict,
                   point: dict, out_dir: Path) -> None:
     """Best, median and worst image by Dice of each lesion of a domain, as panels in out_dir (at the operating
-    point {threshold, min_area}).
+    point {threshold, min_area[, per_lesion]}).
 
     per_image: the domain's per-image rows (lesion, image_id, dice, ...); sources: image_id -> photograph path.
     """
     from .fileio import read_fundus, read_png
+    from .postprocess import lesion_point
 
     for lesion in domain["lesions"]:
         if not any(r["lesion"] == lesion for r in per_image):
@@ -159,5 +160,5 @@ def domain_panels(domain: dict, per_image: list[dict], pred_dir: Path, preproces
             probability = read_png(pred_dir / f"{image_id}_{lesion}.png")
             truth = read_png(preprocessed / domain["dataset"] / f"{image_id}_{lesion}.png") > 0
             panel_figure(f"{domain['domain']} {lesion} {rank} by Dice: {image_id} (Dice {float(row['dice']):.3f})",
-                         read_fundus(sources[image_id]), probability, truth, point,
+                         read_fundus(sources[image_id]), probability, truth, lesion_point(point, lesion),
                          out_dir / f"{domain['domain']}_{lesion}_{rank}.png")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from .fileio import read_png
 from .model import normalise
-from .recipe import INFER_DEFAULTS
+from .recipe import INFER_DEFAULTS, model_recipe
 from .patches import window_sums
 
 MODES = ("paper", "fast")
@@ -24,7 +26,8 @@ DEFAULTS = INFER_DEFAULTS | {"window": 128, "stride": 64, "runtime": "torch", "f
 
 def sliding_window_probability(model: torch.nn.Module, image: np.ndarray, window: int = 128, stride: int = 64,
                                batch_size: int = 32, device: str | torch.device = "cpu") -> np.ndarray:
-    """Probability maps float32 (L, H, W) of a uint8 (H, W) image: sigmoid per window, overlaps averaged."""
+    """Probability maps float32 (L, H, W) of a uint8 (H, W) image, or (H, W, C) for a model of C input channels:
+    sigmoid per window, overlaps averaged."""
     from monai.inferers import sliding_window_inference
 
     if not 0 < stride <= window:
@@ -38,7 +41,8 @@ def sliding_window_probability(model: torch.nn.Module, image: np.ndarray, window
             return torch.sigmoid(model(batch).float())
 
     # float64 accumulator: a sum of 1-4 float32 window outputs divided by its count is then exact
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float64))[None, None].to(device)
+    channels = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
+    tensor = torch.from_numpy(np.ascontiguousarray(channels, dtype=np.float64))[None].to(device)
     with torch.inference_mode():
         probability = sliding_window_inference(
             tensor, roi_size=(window, window), sw_batch_size=batch_size, predictor=predictor,
@@ -275,6 +279,20 @@ def predict_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarr
                                           params["refine_threshold"], params["batch_size"], device,
                                           params.get("first_pass_tilings", 1), params.get("shifted_evidence", 0.0))
     return np.where(fov, probability, 0.0).astype(np.float32)  # nothing outside the field of view is a lesion
+
+
+def manifest_probability(model: torch.nn.Module, config: dict, row: dict, preprocessed: Path, params: dict,
+                         device: str | torch.device = "cpu") -> np.ndarray:
+    """(L, H, W) probabilities of one manifest image by the model's recipe: predict_probability on the preprocess
+    stage's enhanced green channel (micropatch), or the raw RGB photograph in its square frame (study_baseline)."""
+    folder = Path(preprocessed) / row["dataset"]
+    if model_recipe(config) == "study_baseline":
+        from .square import read_rgb_and_fov, square_probability
+
+        rgb, fov = read_rgb_and_fov(row, preprocessed)
+        return square_probability(model, rgb, fov, config, params, device)
+    image = read_png(folder / f"{row['image_id']}.png")
+    return predict_probability(model, image, read_png(folder / f"{row['image_id']}_fov.png") > 0, params, device)
 
 
 def to_uint8(probability: np.ndarray) -> np.ndarray:

@@ -16,8 +16,9 @@ TORCH_CACHE_FILES = {"resnet34": ("resnet34-b627a593.pth", "resnet34-333f7ec4.pt
 
 
 def build_model(n_classes: int, encoder: str = "resnet34", encoder_weights: str | None = None,
-                attention: str | None = "scse") -> torch.nn.Module:
-    """smp Unet with 1 input channel and n_classes logit maps; ImageNet weights only from a local cache."""
+                attention: str | None = "scse", in_channels: int = 1) -> torch.nn.Module:
+    """smp Unet with n_classes logit maps and 1 input channel (the micro-patching recipe's enhanced green), or 3
+    (RGB: recipe study_baseline); ImageNet weights only from a local cache."""
     import segmentation_models_pytorch as smp
 
     if encoder_weights not in (None, "imagenet"):
@@ -27,7 +28,8 @@ def build_model(n_classes: int, encoder: str = "resnet34", encoder_weights: str 
     if encoder_weights == "imagenet":
         state = load_cached_imagenet(encoder)
         model.encoder.load_state_dict(state)
-    model.encoder.set_in_channels(1, pretrained=encoder_weights is not None)  # sums conv1 weights over RGB
+    if in_channels != 3:
+        model.encoder.set_in_channels(in_channels, pretrained=encoder_weights is not None)  # sums conv1 over RGB
     return model
 
 
@@ -101,7 +103,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Mod
         raise InputError(f"{path}: not a micropatch checkpoint (no 'micropatch' config in its metadata)")
     check_finite(state, path)
     config = json.loads(metadata["micropatch"])
-    model = build_model(len(config["lesions"]), config["encoder"], None, config["attention"])
+    model = build_model(len(config["lesions"]), config["encoder"], None, config["attention"],
+                        config.get("in_channels", 1))
     model.load_state_dict(state)
     return model.to(device).eval(), config
 

@@ -111,6 +111,11 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
     domains = list(params["roles"]["test_on"])
     datasets = [entry["name"] for entry in params["download"]["datasets"]]
     compute = ["compute"] if "compute" in params else []
+    # recipe study_baseline (micropatch.square) reads the RGB photographs of data/raw from patchify on
+    recipe = ["recipe"] if "recipe" in params else []
+    baseline = params.get("recipe") == "study_baseline"
+    rgb = [RAW] if baseline else []
+    square = recipe + (["study_baseline"] if baseline else [])
     stages = {
         "download": stage("download", project, code, ["--params params.yaml", f"--out {RAW}", f"--downloads {DOWNLOADS}"],
                           deps=local_sources(params, project), params=["download"], outs=[RAW]),
@@ -130,7 +135,8 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
                                outs=[untracked(MANIFEST)]),
         "patchify": stage("patchify", project, code, [f"--manifest {MANIFEST}", f"--preprocessed {PREPROCESSED}",
                                                 f"--out {PATCHES}"],
-                          deps=[MANIFEST, PREPROCESSED], params=["lesions", "patchify"], outs=[PATCHES]),
+                          deps=[MANIFEST, PREPROCESSED, *rgb], params=["lesions", "patchify", *square],
+                          outs=[PATCHES]),
         "audit": stage("audit", project, code, [f"--manifest {MANIFEST}", f"--patches {PATCHES}", f"--out {METRICS}"],
                        deps=[MANIFEST, PATCHES], params=["audit"], outs=[untracked(f"{METRICS}/leakage_report.md")],
                        metrics=[untracked(f"{METRICS}/leakage.json")]),
@@ -138,18 +144,18 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
                                           f"--state {TRAIN_STATE}", f"--history {METRICS}/train_history.tsv",
                                           f"--summary {METRICS}/train.json"],
                        deps=[f"{METRICS}/leakage.json", PATCHES, MANIFEST],  # a leak stops the pipeline here
-                       params=["lesions", "train", "preprocess", "patchify", *compute],
+                       params=["lesions", "train", "preprocess", "patchify", *compute, *square],
                        outs=[MODEL, untracked(f"{METRICS}/train_history.tsv")],
                        metrics=[untracked(f"{METRICS}/train.json")]),
         "operating-point": stage("operating_point", project, code, [
             f"--model {MODEL}", f"--manifest {MANIFEST}", f"--preprocessed {PREPROCESSED}", f"--out {RELEASE}",
             f"--report {METRICS}/operating_point.json"],
-            deps=[MODEL, MANIFEST, PREPROCESSED], params=["infer", *compute], outs=[RELEASE],
+            deps=[MODEL, MANIFEST, PREPROCESSED, *rgb], params=["infer", *compute], outs=[RELEASE],
             metrics=[untracked(f"{METRICS}/operating_point.json")]),
         "infer": {"foreach": domains, "do": stage(
             "infer", project, code, ["${item}", f"--model {RELEASE}", f"--manifest {MANIFEST}",
                                f"--preprocessed {PREPROCESSED}", f"--out {PREDICTIONS}/${{item}}"],
-            deps=[RELEASE, MANIFEST, PREPROCESSED], params=["infer", "roles.test_on.${item}", *compute],
+            deps=[RELEASE, MANIFEST, PREPROCESSED, *rgb], params=["infer", "roles.test_on.${item}", *compute],
             outs=[f"{PREDICTIONS}/${{item}}"])},
         "score": stage("score", project, code, [f"--predictions {PREDICTIONS}", f"--preprocessed {PREPROCESSED}",
                                           f"--manifest {MANIFEST}", f"--history {METRICS}/train_history.tsv",
@@ -164,7 +170,7 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
     }
     # the history's columns (training.train): selection-split scores, and val's as monitor_* when selection is on tune
     history = ["train_loss", "select_loss", "select_patch_dice", "select_dice", "select_aupr_11", "select_ap"]
-    if params["split"].get("tune_fraction", 0) > 0:
+    if params["split"].get("tune_fraction", 0) > 0 and params["train"].get("monitor_val", True):
         history += ["monitor_dice", "monitor_aupr_11", "monitor_ap"]
     plots = [
         {f"{PLOTS}/pr": {"template": "simple", "x": "recall", "y": "precision"}},

@@ -14,6 +14,13 @@ THRESHOLD_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
 MIN_AREA_GRID = (0, 10, 20, 30, 50)
 
 
+def lesion_point(point: dict, lesion: str) -> dict:
+    """{threshold, min_area} of one lesion: the point's own for that lesion where a multi-lesion model carries one
+    per lesion (`per_lesion`), else the point's."""
+    return ({k: point.get(k, OPERATING_DEFAULTS[k]) for k in OPERATING_DEFAULTS}
+            | point.get("per_lesion", {}).get(lesion, {}))
+
+
 def operating_mask(probability_u8: np.ndarray, threshold: float, min_area: int) -> np.ndarray:
     """bool (H, W): p = v / 255 >= threshold, without the 8-connected components smaller than min_area pixels."""
     mask = probability_u8 >= threshold_level(threshold)

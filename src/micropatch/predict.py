@@ -12,9 +12,11 @@ import numpy as np
 import torch
 
 from .inference import predict_probability, to_uint8
-from .postprocess import OPERATING_DEFAULTS, operating_mask
+from .postprocess import OPERATING_DEFAULTS, lesion_point, operating_mask
 from .fileio import read_fundus, write_json, write_png, write_text
 from .preprocessing import checked_fov, green_clahe
+from .recipe import model_recipe
+from .square import square_probability
 
 LESION_COLOURS = {"MA": (255, 255, 0), "HE": (255, 64, 64), "EX": (64, 255, 255), "SE": (255, 128, 255)}
 LESION_COLUMNS = ("lesion", "centroid_x", "centroid_y", "area_px", "peak_probability")
@@ -50,13 +52,17 @@ def predict_image(model: torch.nn.Module, config: dict, image_path: Path, out_di
     """
     rgb = read_fundus(image_path)  # InputError for unreadable, truncated, grayscale, 16-bit, rotated input
     fov = checked_fov(rgb, preprocess["fov_threshold"], image_path)
-    enhanced = green_clahe(rgb, preprocess["clahe_clip_limit"], preprocess["clahe_grid"])
-    probability = predict_probability(model, enhanced, fov, infer_params, device)
+    if model_recipe(config) == "study_baseline":  # the RGB photograph in the model's square frame
+        probability = square_probability(model, rgb, fov, config, infer_params, device)
+    else:
+        enhanced = green_clahe(rgb, preprocess["clahe_clip_limit"], preprocess["clahe_grid"])
+        probability = predict_probability(model, enhanced, fov, infer_params, device)
     stem, masks, lesions, pngs = Path(image_path).stem, {}, [], {}
     for lesion, channel in zip(config["lesions"], probability):
         quantised = to_uint8(channel)
         # the map as written decides, so files and lists agree
-        masks[lesion] = operating_mask(quantised, point["threshold"], point["min_area"])
+        own = lesion_point(point, lesion)
+        masks[lesion] = operating_mask(quantised, own["threshold"], own["min_area"])
         pngs[out_dir / f"{stem}_{lesion}_probability.png"] = quantised
         pngs[out_dir / f"{stem}_{lesion}_mask.png"] = masks[lesion].astype(np.uint8) * 255
         lesions += lesion_list(quantised / 255.0, masks[lesion], lesion)

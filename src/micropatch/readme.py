@@ -80,6 +80,43 @@ def record_block(records: list[Path]) -> str:
     return "\n".join([RECORD_BEGIN, "", *rows, "", *facts, "", *images, "", RECORD_END])
 
 
+LESIONS_BEGIN, LESIONS_END = "<!-- idrid-4lesions:begin (micropatch readme) -->", "<!-- idrid-4lesions:end -->"
+LESIONS_RECORD = "idrid-4lesions"
+# aupr_11 on the 27 official IDRiD test images: the cross-dataset study's best rows (U-Net SE-ResNet101, 1536 px)
+# and the IDRiD challenge's leaders, per lesion (../shared/SPEC.md, "Reference figures"); SE is the study's CWS.
+STUDY_IDRID_AUPR = {"EX": 0.842, "HE": 0.593, "MA": 0.484, "SE": 0.641, "mean": 0.640}
+CHALLENGE_IDRID_AUPR = {"EX": 0.8850, "HE": 0.6804, "MA": 0.5017, "SE": 0.6995}
+
+
+def lesions_block(record: Path) -> str:
+    """Markdown: the four-lesion record's per-lesion scores on its 11 val images next to the study's and the
+    challenge's IDRiD test AUPR, with its training facts."""
+    import json
+
+    scores = json.loads((record / "metrics" / "domains" / "idrid_val.json").read_text())
+    from .postprocess import lesion_point
+
+    point = scores["operating_point"]
+    rows = ["| lesion | aupr_11 | AP | threshold / min area | Dice % | lesion sens. % | FPs/img | study, IDRiD test | "
+            "challenge leader, IDRiD test |", "|---|---|---|---|---|---|---|---|---|"]
+    for lesion, s in [*scores["lesions"].items(), ("mean", scores.get("lesion_mean"))]:
+        if s is None:
+            continue
+        challenge = CHALLENGE_IDRID_AUPR.get(lesion)
+        own = lesion_point(point, lesion) if lesion in scores["lesions"] else None
+        rows.append(f"| {lesion} | {s['aupr_11']:.4f} | {s['ap']:.4f} | "
+                    + (f"{own['threshold']:.2f} / {own['min_area']} | " if own else "- | ")
+                    + f"{100 * s['dice']:.2f} | "
+                    f"{100 * s['lesion_sensitivity']:.1f} | {s['fps_per_image']:.2f} | "
+                    f"{STUDY_IDRID_AUPR.get(lesion, float('nan')):.3f} | "
+                    + (f"{challenge:.4f} |" if challenge else "- |"))
+    _, facts = record_row(record)
+    return "\n".join([LESIONS_BEGIN, "", *rows, "",
+                      f"- {facts} Each lesion's operating point is the one with the best pooled Dice on the tune "
+                      "split; AUPR and AP do not depend on it.", "",
+                      f"![{record.name} training.png]({record / 'metrics/plots/training.png'})", "", LESIONS_END])
+
+
 ABLATIONS_BEGIN, ABLATIONS_END = "<!-- ablations:begin (micropatch readme) -->", "<!-- ablations:end -->"
 ABLATION_COLUMNS = ("aupr_11", "ap", "dice", "lesion_sensitivity", "fps_per_image")
 
@@ -128,6 +165,8 @@ def update(readme: Path = Path("README.md"), metrics: Path = Path("metrics"), re
     records = [results / name for name in RECORDS if (results / name / "metrics/domains/idrid_val.json").is_file()]
     if records:
         text = replace_block(text, RECORD_BEGIN, RECORD_END, record_block(records), readme)
+    if (results / LESIONS_RECORD / "metrics/domains/idrid_val.json").is_file():
+        text = replace_block(text, LESIONS_BEGIN, LESIONS_END, lesions_block(results / LESIONS_RECORD), readme)
     measured = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
     if ABLATIONS_BEGIN in text:
         text = replace_block(text, ABLATIONS_BEGIN, ABLATIONS_END,

@@ -19,11 +19,33 @@ PREPROCESS_KEYS = ("clahe_clip_limit", "clahe_grid", "fov_threshold")
 
 
 def training_recipe(preprocess: dict, patchify: dict, normalisation: dict, compute: dict,
-                    manifest_sha256: str) -> dict:
-    """What train writes into the checkpoint's metadata besides the architecture."""
-    return {"preprocess": {k: preprocess[k] for k in PREPROCESS_KEYS},
-            "inference": INFER_DEFAULTS | {"window": patchify["size"], "stride": patchify["stride"]},
-            "normalisation": normalisation, "compute": compute, "train_manifest_sha256": manifest_sha256}
+                    manifest_sha256: str, study_baseline: dict | None = None) -> dict:
+    """What train writes into the checkpoint's metadata besides the architecture.
+
+    study_baseline: params.yaml's section, for a model of that recipe (square.py): its windows are its crops,
+    overlapping by half, on the square frame of `side`. A micro-patching model's file names no recipe."""
+    if study_baseline is None:
+        return {"preprocess": {k: preprocess[k] for k in PREPROCESS_KEYS},
+                "inference": INFER_DEFAULTS | {"window": patchify["size"], "stride": patchify["stride"]},
+                "normalisation": normalisation, "compute": compute, "train_manifest_sha256": manifest_sha256}
+    crop = study_baseline["patch"]
+    return (training_recipe(preprocess, {"size": crop, "stride": crop // 2}, normalisation, compute, manifest_sha256)
+            | {"recipe": "study_baseline", "square": {"side": study_baseline["side"]}})
+
+
+def checkpoint_config(path: Path) -> dict:
+    """The config a micropatch checkpoint carries in its metadata ({} when it has none), weights left unread."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return json.loads((f.metadata() or {}).get("micropatch", "{}"))
+
+
+def model_recipe(config: dict) -> str:
+    """The recipe a model file was trained with (square.RECIPES): files without the key are micro-patching's."""
+    return config.get("recipe", "micropatch")
 
 
 def resolve(config: dict, section: str, explicit: dict, defaults: dict) -> dict:
@@ -61,6 +83,10 @@ def predict_setting(model: Path, runtime: str | None, precision: str | None, com
         if runtime not in (None, "torch"):
             raise ValueError(f"--compute reproducible pins torch's kernels; {runtime} picks its own: drop one")
         runtime = "torch"
+    if model.suffix != ".onnx" and model.is_file() and model_recipe(checkpoint_config(model)) == "study_baseline":
+        if runtime not in (None, "torch") or precision not in (None, "fp32"):
+            raise ValueError(f"{model}: a study_baseline model runs on torch fp32 only, not {runtime} {precision}")
+        return "torch", "fp32"
     runtime = runtime or PREDICT_DEFAULTS["runtime"]
     if precision is None and runtime != "torch" and model.suffix != ".onnx":
         precision = PREDICT_DEFAULTS["precision"] if int8_export_path(model).is_file() else "fp32"

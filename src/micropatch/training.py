@@ -29,13 +29,23 @@ class PatchDataset(Dataset):
     """Patches of a patch set (memory-mapped), augmented from a per-(seed, epoch, index) RNG."""
 
     def __init__(self, patch_dir: Path, augment: bool, seed: int, brightness: float = 0.1, contrast: float = 0.1):
-        self.images = np.load(Path(patch_dir) / "images.npy", mmap_mode="r")
-        self.masks = np.load(Path(patch_dir) / "masks.npy", mmap_mode="r")
+        self.folder = Path(patch_dir)
+        self.images = np.load(self.folder / "images.npy", mmap_mode="r")
+        self.masks = np.load(self.folder / "masks.npy", mmap_mode="r")
         self.augment, self.seed, self.epoch = augment, seed, 0
         self.brightness, self.contrast = brightness, contrast
 
+    channels = 1
+
     def __len__(self) -> int:
         return len(self.images)
+
+    def weights(self) -> np.ndarray:
+        """patch_weights of the set: its patches stand for whole images in the full-image estimates."""
+        from .patches import read_patch_index, read_patch_meta
+
+        return patch_weights([r["lesion_pixels"] for r in read_patch_index(self.folder)],
+                             read_patch_meta(self.folder)["background_keep"])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.images[index].astype(np.float32)  # (S, S), 0..255
@@ -51,6 +61,21 @@ class PatchDataset(Dataset):
             shift = 255 * rng.uniform(-self.brightness, self.brightness)
             image = np.clip((image - 128) * gain + 128 + shift, 0, 255)
         return torch.from_numpy(np.ascontiguousarray(image)[None]), torch.from_numpy(np.ascontiguousarray(mask))
+
+
+def open_patch_set(folder: Path, train: bool, seed: int) -> Dataset:
+    """The dataset of a patch set, by its meta.json: the micro-patching recipe's patches (augmented when train), or
+    recipe study_baseline's squares (random crops when train, else tiles covering each square once)."""
+    from .patches import read_patch_meta
+
+    meta = read_patch_meta(folder)
+    if meta.get("kind") == "squares":
+        from .square import SquareCrops, SquareTiles
+
+        if train:
+            return SquareCrops(folder, seed, meta["patch"], meta["crops_per_image"], meta["augment"])
+        return SquareTiles(folder, meta["patch"])
+    return PatchDataset(folder, augment=train, seed=seed)
 
 
 LR_SCHEDULES = ("plateau", "cosine")
@@ -88,6 +113,7 @@ class TrainConfig:
     bce_weight: float            # loss = dice_weight * Dice + bce_weight * BCE + the rest * Focal
     processes: int               # > 1: the train stage runs itself under torchrun with this many processes
     sync_batchnorm: bool         # with processes > 1: BatchNorm statistics over the global batch
+    monitor_val: bool            # with a tune split: also score val after every epoch, for the history only
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -231,13 +257,13 @@ def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfi
     ctx = ctx or Context(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     device = ctx.device
     torch.manual_seed(cfg.seed)
-    model = build_model(len(lesions), cfg.encoder, cfg.encoder_weights, cfg.attention)
+    train_set = open_patch_set(train_dir, train=True, seed=cfg.seed)
+    select_set = open_patch_set(select_dir, train=False, seed=cfg.seed)
+    model = build_model(len(lesions), cfg.encoder, cfg.encoder_weights, cfg.attention, train_set.channels)
     if ctx.distributed and cfg.sync_batchnorm:
         model = convert_sync_batchnorm(model, device)
     model = model.to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.parameters(), cfg)
-    train_set = PatchDataset(train_dir, augment=True, seed=cfg.seed)
-    select_set = PatchDataset(select_dir, augment=False, seed=cfg.seed)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch or steps_per_epoch)
     if cfg.lr_schedule == "cosine":  # stepped per batch, to lr * 1e-2 at the last step of the last epoch
@@ -269,14 +295,11 @@ def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfi
             log.info("ignoring %s: it belongs to other params or data", state_path)
 
     pin = device.type == "cuda"
-    from .patches import read_patch_index, read_patch_meta
 
     def weighted_loader(folder: Path) -> tuple[DataLoader, np.ndarray]:
-        loader = DataLoader(PatchDataset(folder, augment=False, seed=cfg.seed), batch_size=2 * cfg.batch_size,
-                            num_workers=cfg.workers, pin_memory=pin)
-        weights = patch_weights([r["lesion_pixels"] for r in read_patch_index(folder)],
-                                read_patch_meta(folder)["background_keep"])
-        return loader, weights
+        dataset = open_patch_set(folder, train=False, seed=cfg.seed)
+        return (DataLoader(dataset, batch_size=2 * cfg.batch_size, num_workers=cfg.workers, pin_memory=pin),
+                dataset.weights())
 
     select_loader, select_weights = weighted_loader(select_dir)
     monitor = weighted_loader(monitor_dir) if monitor_dir else None
@@ -342,9 +365,12 @@ def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfi
             on_epoch(state["history"])
 
     model.load_state_dict(best_weights)
-    config = (recipe or {}) | {"lesions": list(lesions), "encoder": cfg.encoder, "attention": cfg.attention,
-                               "epoch": state["best_epoch"], "selection_split": Path(select_dir).name,
-                               f"select_{cfg.select_on}": state["best_score"]}
+    # in_channels only where it is not load_checkpoint's default of 1: micro-patching model files stay as they were
+    channels = {} if train_set.channels == 1 else {"in_channels": train_set.channels}
+    config = (recipe or {}) | channels | {"lesions": list(lesions), "encoder": cfg.encoder,
+                                          "attention": cfg.attention, "epoch": state["best_epoch"],
+                                          "selection_split": Path(select_dir).name,
+                                          f"select_{cfg.select_on}": state["best_score"]}
     if ctx.is_main:
         save_checkpoint(model_path, model, config)
     return {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "selection_split": Path(select_dir).name,

@@ -1,0 +1,224 @@
+"""The cross-dataset study's baseline recipe (params.yaml `recipe: study_baseline`): the RGB photograph cropped to
+its field of view, resized (longer side) and zero-padded to a square (1536 px in the study), trained on random
+crops (512 px) with geometric and HSV / brightness / contrast augmentation. Its maps are predicted on the square and
+mapped back to the native frame, where the score stage reads them exactly as it reads the micro-patching recipe's.
+
+The square frame of an image depends on its FOV mask only, so train, infer and `micropatch predict` agree on it.
+Images go into the square through OpenCV's bit-exact kernel (INTER_LINEAR_EXACT) and the HSV jitter is plain
+float32 arithmetic, so a square set has the same bytes on every x86-64 CPU; tests/test_study_baseline.py checks it,
+and the float maps' way back, with OpenCV's and NumPy's SIMD paths switched off.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from .fileio import InputError, read_fundus, read_png
+from .patches import window_starts
+
+log = logging.getLogger(__name__)
+
+RECIPES = ("micropatch", "study_baseline")
+SQUARE_KIND = "squares"  # meta.json `kind` of a square set (patchify under recipe study_baseline)
+
+
+@dataclass(frozen=True)
+class SquareFrame:
+    """Where an image's FOV box lands in its square: native box (top, left, height, width), its resized size and
+    its offset inside the side x side square."""
+    top: int
+    left: int
+    height: int
+    width: int
+    scaled_height: int
+    scaled_width: int
+    pad_top: int
+    pad_left: int
+    side: int
+
+
+def square_frame(fov: np.ndarray, side: int) -> SquareFrame:
+    """The frame of a bool (H, W) FOV mask: its bounding box, scaled so the longer side is `side`, centred."""
+    ys, xs = np.nonzero(fov)
+    if not len(ys):
+        raise ValueError("square_frame: the FOV mask is empty")
+    top, left = int(ys.min()), int(xs.min())
+    height, width = int(ys.max()) + 1 - top, int(xs.max()) + 1 - left
+    scale = side / max(height, width)
+    scaled_height, scaled_width = max(1, round(height * scale)), max(1, round(width * scale))
+    return SquareFrame(top, left, height, width, scaled_height, scaled_width, (side - scaled_height) // 2,
+                       (side - scaled_width) // 2, side)
+
+
+def to_square(array: np.ndarray, frame: SquareFrame) -> np.ndarray:
+    """uint8 (H, W[, C]) -> (side, side[, C]): the FOV box resized (bit-exact bilinear) and zero-padded."""
+    f = frame
+    crop = np.ascontiguousarray(array[f.top:f.top + f.height, f.left:f.left + f.width])
+    resized = cv2.resize(crop, (f.scaled_width, f.scaled_height), interpolation=cv2.INTER_LINEAR_EXACT)
+    out = np.zeros((f.side, f.side) + array.shape[2:], array.dtype)
+    out[f.pad_top:f.pad_top + f.scaled_height, f.pad_left:f.pad_left + f.scaled_width] = resized.reshape(
+        (f.scaled_height, f.scaled_width) + array.shape[2:])
+    return out
+
+
+def mask_to_square(mask: np.ndarray, frame: SquareFrame) -> np.ndarray:
+    """bool (H, W) -> uint8 {0, 1} (side, side): a square pixel is lesion where at least half of it was."""
+    return (to_square(mask.astype(np.uint8) * 255, frame) >= 128).astype(np.uint8)
+
+
+def to_native(probability: np.ndarray, frame: SquareFrame, shape: tuple[int, int]) -> np.ndarray:
+    """float32 (L, side, side) maps -> (L, H, W) in the native frame (bilinear; 0 outside the FOV box)."""
+    f = frame
+    out = np.zeros((len(probability), *shape), np.float32)
+    for k, channel in enumerate(probability):
+        inner = np.ascontiguousarray(channel[f.pad_top:f.pad_top + f.scaled_height,
+                                             f.pad_left:f.pad_left + f.scaled_width], dtype=np.float32)
+        out[k, f.top:f.top + f.height, f.left:f.left + f.width] = cv2.resize(inner, (f.width, f.height),
+                                                                           interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def read_rgb_and_fov(row: dict, preprocessed: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 RGB photograph, bool FOV) of a manifest row: the raw file it names (`source`, relative to the project)
+    and the preprocess stage's FOV mask, which must have its size."""
+    rgb = read_fundus(row["source"])
+    fov = read_png(Path(preprocessed) / row["dataset"] / f"{row['image_id']}_fov.png") > 0
+    if rgb.shape[:2] != fov.shape:
+        raise InputError(f"{row['source']}: {rgb.shape[1]}x{rgb.shape[0]}, but its preprocessed FOV is "
+                         f"{fov.shape[1]}x{fov.shape[0]}: the raw data changed after preprocess; rerun `dvc repro`")
+    return rgb, fov
+
+
+def build_square_set(rows: list[dict], preprocessed: Path, lesions: list[str],
+                     side: int) -> tuple[np.ndarray, np.ndarray, list[dict], dict]:
+    """Square set of the manifest rows: images (N, side, side, 3) uint8, masks (N, L, side, side) uint8, index rows
+    (patchify's columns: each square is one 'patch' at 0, 0, so the audit checks it as any patch) and frames."""
+    images, masks, index, frames = [], [], [], {}
+    for row in tqdm(rows, desc="square", unit="img"):
+        folder = Path(preprocessed) / row["dataset"]
+        rgb, fov = read_rgb_and_fov(row, preprocessed)
+        frame = square_frame(fov, side)
+        lesion = np.stack([mask_to_square(read_png(folder / f"{row['image_id']}_{name}.png") > 0, frame)
+                           for name in lesions])
+        images.append(to_square(rgb, frame))
+        masks.append(lesion)
+        index.append({"dataset": row["dataset"], "image_id": row["image_id"], "y": 0, "x": 0,
+                      "lesion_pixels": int(lesion.any(axis=0).sum())})
+        frames[f"{row['dataset']}/{row['image_id']}"] = asdict(frame)
+    stacked_images = np.stack(images) if images else np.zeros((0, side, side, 3), np.uint8)
+    stacked_masks = np.stack(masks) if masks else np.zeros((0, len(lesions), side, side), np.uint8)
+    return stacked_images, stacked_masks, index, frames
+
+
+def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    """float32 RGB in [0, 1] (..., 3) -> HSV in [0, 1] (hue as a fraction of the circle)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    high, low = rgb.max(axis=-1), rgb.min(axis=-1)
+    delta = high - low
+    safe = np.where(delta > 0, delta, np.float32(1))
+    hue = np.where(high == r, (g - b) / safe, np.where(high == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
+    hue = np.where(delta > 0, (hue / 6) % 1, 0)
+    saturation = np.where(high > 0, delta / np.where(high > 0, high, np.float32(1)), 0)
+    return np.stack([hue, saturation, high], axis=-1).astype(np.float32)
+
+
+def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """Inverse of rgb_to_hsv."""
+    hue, saturation, value = hsv[..., 0] * 6, hsv[..., 1], hsv[..., 2]
+    sector = np.floor(hue).astype(np.int64) % 6
+    frac = hue - np.floor(hue)
+    p, q, t = value * (1 - saturation), value * (1 - saturation * frac), value * (1 - saturation * (1 - frac))
+    choices = [(value, t, p), (q, value, p), (p, value, t), (p, q, value), (t, p, value), (value, p, q)]
+    channels = [np.choose(sector, [c[k] for c in choices]) for k in range(3)]
+    return np.stack(channels, axis=-1).astype(np.float32)
+
+
+def augment_colour(rgb: np.ndarray, rng: np.random.Generator, hue: float, saturation: float, brightness: float,
+                   contrast: float) -> np.ndarray:
+    """float32 0..255 (P, P, 3) with the study's colour augmentation: hue shifted by up to `hue` of the circle,
+    saturation and value scaled by 1 +- saturation / brightness, contrast about the mean by 1 +- contrast."""
+    hsv = rgb_to_hsv(rgb / np.float32(255))
+    hsv[..., 0] = (hsv[..., 0] + np.float32(rng.uniform(-hue, hue))) % 1
+    hsv[..., 1] = np.clip(hsv[..., 1] * np.float32(1 + rng.uniform(-saturation, saturation)), 0, 1)
+    hsv[..., 2] = np.clip(hsv[..., 2] * np.float32(1 + rng.uniform(-brightness, brightness)), 0, 1)
+    out = hsv_to_rgb(hsv) * np.float32(255)
+    gain, centre = np.float32(1 + rng.uniform(-contrast, contrast)), np.float32(out.mean(dtype=np.float64))
+    return np.clip((out - centre) * gain + centre, 0, 255).astype(np.float32)
+
+
+class SquareCrops(Dataset):
+    """Training draws of a square set: `crops_per_image` random patch x patch crops of every square per epoch,
+    rotated by k * 90 degrees, flipped and colour-augmented, all from a per-(seed, epoch, index) RNG (the same
+    under any worker count or a resume, as PatchDataset)."""
+
+    channels = 3
+
+    def __init__(self, folder: Path, seed: int, patch: int, crops_per_image: int, augment: dict):
+        self.images = np.load(Path(folder) / "images.npy", mmap_mode="r")
+        self.masks = np.load(Path(folder) / "masks.npy", mmap_mode="r")
+        self.seed, self.patch, self.crops, self.augment, self.epoch = seed, patch, crops_per_image, augment, 0
+
+    def __len__(self) -> int:
+        return len(self.images) * self.crops
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        square, side = index % len(self.images), self.images.shape[1]
+        y, x = (int(v) for v in rng.integers(0, side - self.patch + 1, size=2))
+        image = self.images[square, y:y + self.patch, x:x + self.patch].astype(np.float32)  # (P, P, 3)
+        mask = self.masks[square, :, y:y + self.patch, x:x + self.patch].astype(np.float32)  # (L, P, P)
+        k, flip = int(rng.integers(4)), bool(rng.integers(2))
+        image, mask = np.rot90(image, k), np.rot90(mask, k, axes=(1, 2))
+        if flip:
+            image, mask = image[:, ::-1], mask[:, :, ::-1]
+        image = augment_colour(np.ascontiguousarray(image), rng, **self.augment)
+        return (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+                torch.from_numpy(np.ascontiguousarray(mask)))
+
+
+class SquareTiles(Dataset):
+    """Selection windows of a square set: patch x patch tiles covering every square once (the last flush with its
+    edge), unaugmented. Together they are the whole square, so each counts once in the full-image estimates."""
+
+    channels = 3
+
+    def __init__(self, folder: Path, patch: int):
+        self.images = np.load(Path(folder) / "images.npy", mmap_mode="r")
+        self.masks = np.load(Path(folder) / "masks.npy", mmap_mode="r")
+        starts = window_starts(self.images.shape[1], patch, patch) if len(self.images) else []
+        self.tiles = [(n, int(y), int(x)) for n in range(len(self.images)) for y in starts for x in starts]
+        self.patch = patch
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n, y, x = self.tiles[index]
+        image = self.images[n, y:y + self.patch, x:x + self.patch].astype(np.float32).transpose(2, 0, 1)
+        mask = self.masks[n, :, y:y + self.patch, x:x + self.patch].astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(mask))
+
+    def weights(self) -> np.ndarray:
+        return np.ones(len(self.tiles))
+
+
+def square_probability(model: torch.nn.Module, rgb: np.ndarray, fov: np.ndarray, config: dict, settings: dict,
+                       device: str | torch.device = "cpu") -> np.ndarray:
+    """(L, H, W) probabilities of a study_baseline model for an RGB photograph, 0 outside the FOV: the square
+    frame's windows (the model's crop size, overlapping by half, mean blending), mapped back to the native frame."""
+    from .inference import sliding_window_probability
+
+    if settings.get("runtime", "torch") != "torch" or settings.get("precision", "fp32") != "fp32":
+        raise ValueError("recipe study_baseline runs on torch fp32 only (infer.runtime torch, infer.precision "
+                         f"fp32), not {settings.get('runtime')} {settings.get('precision')}")
+    frame = square_frame(fov, config["square"]["side"])
+    square = sliding_window_probability(model, to_square(rgb, frame), settings["window"], settings["stride"],
+                                        settings["batch_size"], device)
+    return np.where(fov, np.clip(to_native(square, frame, fov.shape), 0, 1), 0.0).astype(np.float32)
