@@ -8,7 +8,7 @@ from pathlib import Path
 from micropatch import logs
 from micropatch.fileio import load_params
 from micropatch.patches import build_patch_set, write_patch_set
-from micropatch.square import SQUARE_KIND, build_square_set
+from micropatch.square import RECIPES, SQUARE_KIND, build_square_set
 from micropatch.split import read_manifest
 
 
@@ -34,12 +34,14 @@ def main() -> None:
     args = parser.parse_args()
     logs.setup()
     everything = load_params()
-    params, lesions = everything["patchify"], everything["lesions"]
+    params, lesions, recipe = everything["patchify"], everything["lesions"], everything.get("recipe", "micropatch")
+    if recipe not in RECIPES:
+        raise ValueError(f"params.yaml recipe '{recipe}': choose one of {RECIPES}")
     manifest = read_manifest(args.manifest)
     splits = ["train", "val"] + (["tune"] if any(r["split"] == "tune" for r in manifest) else [])
     for split in splits:
         rows = [r for r in manifest if r["split"] == split]
-        if everything.get("recipe", "micropatch") == "study_baseline":
+        if recipe == "study_baseline":
             squares(rows, args.preprocessed, lesions, everything["study_baseline"], args.out / split, split)
             continue
         # the extras only where weights are fitted: selection splits keep the plain sampling, whose background

@@ -187,3 +187,14 @@ def test_predict_runs_a_study_baseline_model_in_its_square_frame(synthetic_idrid
     capsys.readouterr()
     assert cli(["export", str(model_path)]) == 2  # an InputError, said on stderr
     assert "torch fp32 only" in capsys.readouterr().err
+
+
+def test_an_unknown_recipe_is_refused_by_name(tmp_path):
+    from micropatch.pipeline import render
+
+    env = dvc_workspace(tmp_path, lambda params: params.update(recipe="micropatch"))
+    assert env and (tmp_path / "dvc.yaml").is_file()
+    params = (tmp_path / "params.yaml").read_text().replace("recipe: micropatch", "recipe: study-baseline")
+    (tmp_path / "params.yaml").write_text(params)
+    with pytest.raises(ValueError, match="recipe 'study-baseline': choose one of"):
+        render(tmp_path, code=tmp_path)

@@ -113,6 +113,10 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
     compute = ["compute"] if "compute" in params else []
     # recipe study_baseline (micropatch.square) reads the RGB photographs of data/raw from patchify on
     recipe = ["recipe"] if "recipe" in params else []
+    from .square import RECIPES
+
+    if params.get("recipe", "micropatch") not in RECIPES:
+        raise ValueError(f"{project / 'params.yaml'}: recipe '{params['recipe']}': choose one of {RECIPES}")
     baseline = params.get("recipe") == "study_baseline"
     rgb = [RAW] if baseline else []
     square = recipe + (["study_baseline"] if baseline else [])
