@@ -281,13 +281,28 @@ def predict_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarr
     return np.where(fov, probability, 0.0).astype(np.float32)  # nothing outside the field of view is a lesion
 
 
+def square_probability(model: torch.nn.Module, rgb: np.ndarray, fov: np.ndarray, config: dict, settings: dict,
+                       device: str | torch.device = "cpu") -> np.ndarray:
+    """(L, H, W) probabilities of a study_baseline model for an RGB photograph, 0 outside the FOV: the square
+    frame's windows (the model's crop size, overlapping by half, mean blending), mapped back to the native frame."""
+    from .square import square_frame, to_native, to_square
+
+    if settings.get("runtime", "torch") != "torch" or settings.get("precision", "fp32") != "fp32":
+        raise ValueError("recipe study_baseline runs on torch fp32 only (infer.runtime torch, infer.precision "
+                         f"fp32), not {settings.get('runtime')} {settings.get('precision')}")
+    frame = square_frame(fov, config["square"]["side"])
+    square = sliding_window_probability(model, to_square(rgb, frame), settings["window"], settings["stride"],
+                                        settings["batch_size"], device)
+    return np.where(fov, np.clip(to_native(square, frame, fov.shape), 0, 1), 0.0).astype(np.float32)
+
+
 def manifest_probability(model: torch.nn.Module, config: dict, row: dict, preprocessed: Path, params: dict,
                          device: str | torch.device = "cpu") -> np.ndarray:
     """(L, H, W) probabilities of one manifest image by the model's recipe: predict_probability on the preprocess
     stage's enhanced green channel (micropatch), or the raw RGB photograph in its square frame (study_baseline)."""
     folder = Path(preprocessed) / row["dataset"]
     if model_recipe(config) == "study_baseline":
-        from .square import read_rgb_and_fov, square_probability
+        from .square import read_rgb_and_fov
 
         rgb, fov = read_rgb_and_fov(row, preprocessed)
         return square_probability(model, rgb, fov, config, params, device)

@@ -11,12 +11,11 @@ import cv2
 import numpy as np
 import torch
 
-from .inference import predict_probability, to_uint8
+from .inference import predict_probability, square_probability, to_uint8
 from .postprocess import OPERATING_DEFAULTS, lesion_point, operating_mask
 from .fileio import read_fundus, write_json, write_png, write_text
 from .preprocessing import checked_fov, green_clahe
 from .recipe import model_recipe
-from .square import square_probability
 
 LESION_COLOURS = {"MA": (255, 255, 0), "HE": (255, 64, 64), "EX": (64, 255, 255), "SE": (255, 128, 255)}
 LESION_COLUMNS = ("lesion", "centroid_x", "centroid_y", "area_px", "peak_probability")

@@ -10,7 +10,6 @@ and the float maps' way back, with OpenCV's and NumPy's SIMD paths switched off.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,8 +21,6 @@ from tqdm import tqdm
 
 from .fileio import InputError, read_fundus, read_png
 from .patches import window_starts
-
-log = logging.getLogger(__name__)
 
 RECIPES = ("micropatch", "study_baseline")
 SQUARE_KIND = "squares"  # meta.json `kind` of a square set (patchify under recipe study_baseline)
@@ -207,18 +204,3 @@ class SquareTiles(Dataset):
 
     def weights(self) -> np.ndarray:
         return np.ones(len(self.tiles))
-
-
-def square_probability(model: torch.nn.Module, rgb: np.ndarray, fov: np.ndarray, config: dict, settings: dict,
-                       device: str | torch.device = "cpu") -> np.ndarray:
-    """(L, H, W) probabilities of a study_baseline model for an RGB photograph, 0 outside the FOV: the square
-    frame's windows (the model's crop size, overlapping by half, mean blending), mapped back to the native frame."""
-    from .inference import sliding_window_probability
-
-    if settings.get("runtime", "torch") != "torch" or settings.get("precision", "fp32") != "fp32":
-        raise ValueError("recipe study_baseline runs on torch fp32 only (infer.runtime torch, infer.precision "
-                         f"fp32), not {settings.get('runtime')} {settings.get('precision')}")
-    frame = square_frame(fov, config["square"]["side"])
-    square = sliding_window_probability(model, to_square(rgb, frame), settings["window"], settings["stride"],
-                                        settings["batch_size"], device)
-    return np.where(fov, np.clip(to_native(square, frame, fov.shape), 0, 1), 0.0).astype(np.float32)
