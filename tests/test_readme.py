@@ -67,3 +67,26 @@ def test_ablation_and_camera_shift_tables_come_from_the_benchmark_results(tmp_pa
     assert "| paper point | 0.2500 | 0.3000 | 45.00 | 70.0 | 12.00 |" in text
     assert "| 1440x960 | 36.00 | 80 % | 0.2500 | 70.0 | 12.00 |" in text
     assert "camera_shift.py" not in text and "benchmarks/results/camera_shift.json" in text
+
+
+def test_four_lesion_table_sets_each_lesion_and_the_mean_beside_the_studys_idrid_rows(tmp_path):
+    from micropatch.readme import lesions_block
+
+    record = tmp_path / "idrid-4lesions"
+    (record / "metrics" / "domains").mkdir(parents=True)
+    base = {"precision": 0.5, "recall": 0.5, "dice": 0.5, "iou": 0.33, "ap": 0.4, "lesion_sensitivity": 0.7,
+            "fps_per_image": 3.0, "froc": 0.3}
+    lesions = {name: base | {"aupr_11": value} for name, value in (("MA", 0.2), ("HE", 0.4), ("EX", 0.6), ("SE", 0.8))}
+    (record / "metrics" / "domains" / "idrid_val.json").write_text(json.dumps(
+        {"lesions": lesions, "lesion_mean": base | {"aupr_11": 0.5},
+         "operating_point": {"threshold": 0.4, "min_area": 10, "per_lesion": {"MA": {"threshold": 0.15,
+                                                                                     "min_area": 50}}}}))
+    (record / "metrics" / "train.json").write_text(json.dumps(
+        {"epochs_run": 6, "best_epoch": 6, "train_patches": 44704, "device": "cpu", "selection_split": "tune",
+         "select_on": "aupr_11"}))
+    (record / "params.yaml").write_text(yaml.safe_dump({"train": {"max_steps_per_epoch": 180, "batch_size": 16}}))
+    text = lesions_block(record)
+    assert "| MA | 0.2000 | 0.4000 | 0.15 / 50 | 50.00 | 70.0 | 3.00 | 0.484 | 0.5017 |" in text
+    assert "| EX | 0.6000 | 0.4000 | 0.40 / 10 | 50.00 | 70.0 | 3.00 | 0.842 | 0.8850 |" in text  # the model-wide point
+    assert "| mean | 0.5000 | 0.4000 | - | 50.00 | 70.0 | 3.00 | 0.640 | - |" in text
+    assert "6 epochs of 180 steps of 16 (17,280 patch draws from 44,704 training patches)" in text
