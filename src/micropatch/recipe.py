@@ -34,13 +34,14 @@ def training_recipe(preprocess: dict, patchify: dict, normalisation: dict, compu
 
 
 def checkpoint_config(path: Path) -> dict:
-    """The config a micropatch checkpoint carries in its metadata ({} when it has none), weights left unread."""
+    """The config a micropatch checkpoint carries in its metadata ({} when it has none), weights left unread and
+    torch not imported (predict pins the compute mode after this): the safetensors header, read as JSON."""
     import json
+    import struct
 
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        return json.loads((f.metadata() or {}).get("micropatch", "{}"))
+    with open(path, "rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    return json.loads(header.get("__metadata__", {}).get("micropatch", "{}"))
 
 
 def model_recipe(config: dict) -> str:
