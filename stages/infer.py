@@ -12,10 +12,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from tqdm import tqdm
-
 from micropatch import compute, logs
-from micropatch.fileio import load_params, write_json, write_png
+from micropatch.fileio import load_params
 from micropatch.split import domain_rows, read_manifest
 
 
@@ -30,8 +28,7 @@ def main() -> None:
     compute.configure(**params["compute"])  # before torch is imported: it pins what decides the bits
     import torch
 
-    from micropatch.inference import DEFAULTS, manifest_probability, to_uint8
-    from micropatch.postprocess import OPERATING_DEFAULTS
+    from micropatch.inference import DEFAULTS, write_domain_maps
     from micropatch.recipe import resolve
     from micropatch.runtimes import load_model
 
@@ -44,14 +41,7 @@ def main() -> None:
     model, config = load_model(args.model, runtime, precision, device=device)
     settings = resolve(config, "inference", params["infer"], DEFAULTS)
     rows = domain_rows(read_manifest(args.manifest), args.domain, spec)
-    for row in tqdm(rows, desc=f"infer {args.domain}", unit="img"):
-        probability = manifest_probability(model, config, row, args.preprocessed, settings, device)
-        for lesion, channel in zip(config["lesions"], probability):
-            write_png(args.out / f"{row['image_id']}_{lesion}.png", to_uint8(channel))
-    write_json(args.out / "domain.json", {"domain": args.domain, **spec, "lesions": config["lesions"],
-                                          "image_ids": [r["image_id"] for r in rows],
-                                          "operating_point": OPERATING_DEFAULTS | config.get("operating_point", {}),
-                                          "inference": settings})
+    write_domain_maps(model, config, args.domain, spec, rows, args.preprocessed, settings, args.out, device)
     logging.info("infer %s: %d images (%s mode, %s %s)", args.domain, len(rows), settings["mode"], runtime,
                  settings["precision"])
 

@@ -46,11 +46,11 @@ def main() -> None:
     if tune:
         pooled = {lesion: 0 for lesion in config["lesions"]}
         for row in tqdm(tune, desc="operating point", unit="img"):  # each image predicted once, for every lesion
-            folder = args.preprocessed / row["dataset"]
+            folder, fov = args.preprocessed / row["dataset"], fov_of(row)
             probability = manifest_probability(model, config, row, args.preprocessed, settings, device)
             for lesion, channel in zip(config["lesions"], probability):
                 truth = read_png(folder / f"{row['image_id']}_{lesion}.png") > 0
-                pooled[lesion] = pooled[lesion] + operating_counts(to_uint8(channel), truth, fov_of(row))
+                pooled[lesion] = pooled[lesion] + operating_counts(to_uint8(channel), truth, fov)
         per_lesion = {lesion: choose_operating_point(counts) for lesion, counts in pooled.items()}
         if len(per_lesion) == 1:
             chosen = next(iter(per_lesion.values()))

@@ -8,7 +8,8 @@ from pathlib import Path
 from micropatch import logs
 from micropatch.fileio import load_params
 from micropatch.patches import build_patch_set, write_patch_set
-from micropatch.square import RECIPES, SQUARE_KIND, build_square_set
+from micropatch.recipe import model_recipe
+from micropatch.square import SQUARE_KIND, build_square_set
 from micropatch.split import read_manifest
 
 
@@ -34,9 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     logs.setup()
     everything = load_params()
-    params, lesions, recipe = everything["patchify"], everything["lesions"], everything.get("recipe", "micropatch")
-    if recipe not in RECIPES:
-        raise ValueError(f"params.yaml recipe '{recipe}': choose one of {RECIPES}")
+    params, lesions, recipe = everything["patchify"], everything["lesions"], model_recipe(everything)
     manifest = read_manifest(args.manifest)
     splits = ["train", "val"] + (["tune"] if any(r["split"] == "tune" for r in manifest) else [])
     for split in splits:

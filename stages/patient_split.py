@@ -26,7 +26,7 @@ def main() -> None:
     keys = read_patient_keys(split["patient_keys"]) if split.get("patient_keys") else None
     rows = assign_splits(fingerprints, params["roles"]["train_on"], split["val_fraction"], split["seed"], keys,
                          split["merge_near_duplicates"], params["audit"]["phash_threshold"],
-                         split["tune_fraction"])
+                         split["tune_fraction"], split["test_fraction"])
     write_manifest(args.out, rows)
     logging.info("patient-split: %s", dict(Counter((r["dataset"], r["split"]) for r in rows)))
 

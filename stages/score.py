@@ -41,6 +41,8 @@ def main() -> None:
                                                 args.out / "per_image" / f"{name}.csv")
         zero_shot[name] = domain["dataset"] not in roles["train_on"]
         points[name] = operating_point(domain, params)
+        if not params["panels"]:
+            continue
         figures.domain_panels(domain, per_image, pred_dir, args.preprocessed,
                               {i: s for (d, i), s in sources.items() if d == domain["dataset"]},
                               points[name], plots / "panels")
@@ -56,6 +58,8 @@ def main() -> None:
             write_json(plots / "recall_by_area" / f"{name}_{lesion}.json", recall_by(lesions, "area_px", AREA_BINS))
             write_json(plots / "recall_by_contrast" / f"{name}_{lesion}.json",
                        recall_by(lesions, "contrast", CONTRAST_BINS))
+            if not params["panels"]:
+                continue
             panel(crops, plots / "panels" / f"{name}_{lesion}_missed_vs_false_positive.png",
                   f"{name} {lesion}: largest missed lesions (top) and most confident false positives (bottom); "
                   "truth green, prediction red")

@@ -41,10 +41,10 @@ def main() -> None:
     from micropatch import parallel
     from micropatch.model import INPUT_MEAN, INPUT_STD
     from micropatch.provenance import versions
-    from micropatch.recipe import training_recipe
+    from micropatch.recipe import model_recipe, training_recipe
     from micropatch.training import TrainConfig, train
 
-    baseline = params["study_baseline"] if params.get("recipe", "micropatch") == "study_baseline" else None
+    baseline = params["study_baseline"] if model_recipe(params) == "study_baseline" else None
     # recipe study_baseline: its own architecture (the study's U-Net SE-ResNet101); the rest of `train` is shared
     cfg = TrainConfig(**params["train"] | ({k: baseline[k] for k in ("encoder", "attention")} if baseline else {}))
     selection = "tune" if (args.patches / "tune").is_dir() else "val"

@@ -137,3 +137,37 @@ def test_a_code_running_resume_state_is_refused(patches, tmp_path):
     with pytest.raises(InputError, match="last.pt: refused to resume"):
         train(*patches, ["MA"], TrainConfig.from_params(PARAMS, **CFG), tmp_path / "m.safetensors", state, "fp")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_swa_epochs_are_kept_through_a_resume_and_init_seed_gives_one_start(patches, tmp_path):
+    """train.swa_epochs: the last epochs' weights are written beside the model, also when the run was resumed;
+    train.init_seed: runs of different seeds start from the same weights (model soups need one start)."""
+    from micropatch.model import load_checkpoint
+    from micropatch.training import EPOCHS_DIR
+
+    train_dir, val_dir = patches
+    cfg = TrainConfig.from_params(PARAMS, **(CFG | {"swa_epochs": 2}))
+    straight = tmp_path / "straight" / "m.safetensors"
+    train(train_dir, val_dir, ["MA"], cfg, straight, tmp_path / "s1.pt", "fp")
+    kept = sorted(p.name for p in (straight.parent / EPOCHS_DIR).iterdir())
+    assert kept == ["epoch_002.safetensors", "epoch_003.safetensors"]
+
+    resumed = tmp_path / "resumed" / "m.safetensors"
+    train(train_dir, val_dir, ["MA"], TrainConfig.from_params(PARAMS, **(CFG | {"swa_epochs": 2, "epochs": 2})),
+          resumed, tmp_path / "s2.pt", "fp2")
+    (resumed.parent / EPOCHS_DIR / "epoch_001.safetensors").unlink()  # as DVC deletes outputs before a rerun
+    train(train_dir, val_dir, ["MA"], cfg, resumed, tmp_path / "s2.pt", "fp2")
+    for name in kept:
+        a, b = load_file(straight.parent / EPOCHS_DIR / name), load_file(resumed.parent / EPOCHS_DIR / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert load_checkpoint(straight.parent / EPOCHS_DIR / kept[0])[1]["epoch"] == 2
+
+    def start(seed: int, init_seed) -> dict:
+        zero = TrainConfig.from_params(PARAMS, **(CFG | {"epochs": 0, "seed": seed, "init_seed": init_seed}))
+        path = tmp_path / f"start_{seed}_{init_seed}.safetensors"
+        train(train_dir, val_dir, ["MA"], zero, path, tmp_path / f"z{seed}{init_seed}.pt", "z")
+        return load_file(path)
+
+    same_a, same_b, own = start(0, 7), start(1, 7), start(1, None)
+    assert all(torch.equal(same_a[k], same_b[k]) for k in same_a)
+    assert not all(torch.equal(same_b[k], own[k]) for k in own)

@@ -33,13 +33,41 @@ def loaded_modules(script: Path) -> set[Path]:
 @pytest.mark.parametrize("script", sorted((REPO / "stages").glob("*.py")), ids=lambda p: p.stem)
 def test_every_module_a_stage_loads_is_a_dependency(script):
     """An independent oracle for the AST walk: what importing the stage really loads must all be listed."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    name = script.stem.replace("_", "-")
-    entry = stages[name]["do"] if "do" in stages[name] else stages[name]
-    deps = {(REPO / d).resolve() for d in entry["deps"]}
-    missing = loaded_modules(script) - deps
-    assert not missing, f"dvc.yaml stage {name} misses {sorted(str(m) for m in missing)}"
-    assert set(code_deps(script)) <= deps
+    loaded, checked = loaded_modules(script), 0
+    for project in projects():  # every stage that runs the script, in every project (swa: the study's only)
+        for name, stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].items():
+            entry = stage["do"] if "do" in stage else stage
+            if f"stages/{script.name} " not in entry["cmd"] + " ":
+                continue
+            deps = {(project / d).resolve() for d in entry["deps"]}
+            missing = loaded - deps
+            assert not missing, f"{project}/dvc.yaml stage {name} misses {sorted(str(m) for m in missing)}"
+            assert set(code_deps(script)) <= deps
+            checked += 1
+    assert checked, f"no dvc.yaml stage runs {script.name}"
+
+
+def test_weight_averaging_adds_its_stages_only_when_asked(tmp_path):
+    """train.swa_epochs > 0: train keeps its last epochs, stage swa averages them and score-strategy scores each
+    averaged model; without it the pipeline is the method's; asking without a strategies section, or with a tune
+    split whose operating point the averaged models would not have, is refused by name."""
+    from micropatch.pipeline import pipeline
+
+    study = REPO / "results" / "study-combinations"
+    params = yaml.safe_load((study / "params.yaml").read_text())
+    stages = pipeline(study)["stages"]
+    assert "data/model/epochs" in stages["train"]["outs"]
+    assert stages["score-strategy"]["foreach"] == ["swa_encoder", "swa_decoder", "swa_full"]
+    assert "data/strategies/predictions/swa_full" in stages["swa"]["outs"]
+    root = pipeline(REPO)["stages"]
+    assert "swa" not in root and "data/model/epochs" not in root["train"]["outs"]
+    for edit, message in ((lambda p: p.pop("strategies"), "strategies"),
+                          (lambda p: p["split"].update(tune_fraction=0.1), "tune_fraction")):
+        changed = yaml.safe_load(yaml.safe_dump(params))
+        edit(changed)
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(changed))
+        with pytest.raises(ValueError, match=message):
+            pipeline(tmp_path)
 
 
 def test_function_local_imports_are_followed(tmp_path):

@@ -84,7 +84,7 @@ def audit_patches(rows: list[dict], patch_sets: dict[str, list[dict]]) -> list[L
             if source is None:
                 leaks.append(Leak("patches_from_unknown_images", where, "not in the manifest", "unknown source"))
             elif source["split"] != split:
-                kind = ("eval_images_in_train_patches" if split == "train" and source["split"] in ("val", "test")
+                kind = ("eval_images_in_train_patches" if split == "train" and source["split"] in ("val", "test", "held_out")
                         else "patches_from_another_split")
                 leaks.append(Leak(kind, where, _label(source), f"source image is in '{source['split']}'"))
     return leaks

@@ -251,6 +251,20 @@ def cmd_pipeline(args) -> int:
     return 1 if stale else 0
 
 
+def cmd_study(args) -> int:
+    """The cross-dataset study: every training-set combination x seed as a DVC experiment, then the strategies
+    across seeds and the tables (micropatch.study)."""
+    from . import compute
+    from .study import Study
+
+    study = Study(args.project)
+    compute.configure(**study.params["compute"])  # before torch is imported: soups predict in the stages' mode
+    study.run(queue=not args.tables_only)
+    for name in ("strategies.md", "leave_one_out.md"):
+        print((study.out / name).read_text())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logs.setup()
     parser = argparse.ArgumentParser(prog="micropatch", description=__doc__)
@@ -372,6 +386,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="runtime accuracy measurement to quote in the card (benchmarks/runtimes.py)")
     sh.set_defaults(func=lambda args: print(__import__("micropatch.modelcard", fromlist=["ship"]).ship(
         args.record, args.out, args.shift, args.runtimes)))
+    st = sub.add_parser("study", help="the cross-dataset study: its training-set combinations as DVC experiments, "
+                                      "ensembles, SWA and model soups, and its tables")
+    st.add_argument("action", choices=["combinations"])
+    st.add_argument("--project", type=Path, default=Path("results/study-combinations"),
+                    help="the study project folder (params.yaml with a `study` section), committed")
+    st.add_argument("--tables-only", action="store_true",
+                    help="queue nothing: read the finished experiments and write the tables")
+    st.set_defaults(func=cmd_study)
     rd = sub.add_parser("readme", help="regenerate README.md's results block from metrics/")
     rd.set_defaults(func=lambda args: __import__("micropatch.readme", fromlist=["update"]).update())
     args = parser.parse_args(argv)

@@ -310,6 +310,25 @@ def manifest_probability(model: torch.nn.Module, config: dict, row: dict, prepro
     return predict_probability(model, image, read_png(folder / f"{row['image_id']}_fov.png") > 0, params, device)
 
 
+def write_domain_maps(model: torch.nn.Module, config: dict, domain: str, spec: dict, rows: list[dict],
+                      preprocessed: Path, settings: dict, out: Path, device: str | torch.device = "cpu") -> None:
+    """A test domain's maps (uint8 PNG per image and lesion, p = v / 255) and its domain.json, which the score
+    stage reads: the infer stage's output, for any model (the study's averaged ones too)."""
+    from tqdm import tqdm
+
+    from .fileio import write_json, write_png
+    from .postprocess import OPERATING_DEFAULTS
+
+    for row in tqdm(rows, desc=f"infer {domain}", unit="img"):
+        probability = manifest_probability(model, config, row, preprocessed, settings, device)
+        for lesion, channel in zip(config["lesions"], probability):
+            write_png(Path(out) / f"{row['image_id']}_{lesion}.png", to_uint8(channel))
+    write_json(Path(out) / "domain.json", {"domain": domain, **spec, "lesions": config["lesions"],
+                                           "image_ids": [r["image_id"] for r in rows],
+                                           "operating_point": OPERATING_DEFAULTS | config.get("operating_point", {}),
+                                           "inference": settings})
+
+
 def to_uint8(probability: np.ndarray) -> np.ndarray:
     """Probabilities in [0, 1] -> uint8 0..255 (p = value / 255, rounded to nearest)."""
     return np.round(np.clip(probability, 0.0, 1.0) * 255).astype(np.uint8)

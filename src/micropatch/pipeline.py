@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from .fileio import load_params, write_text
+from .recipe import model_recipe
 from .sources import local_sources
 
 PACKAGE = Path(__file__).resolve().parent
@@ -37,6 +38,8 @@ PATCHES = "data/patches"
 MODEL = "data/model/model.safetensors"      # the trained weights
 RELEASE = "data/model/release.safetensors"  # with the operating point: what infer, score and predict use
 TRAIN_STATE = "data/train_state/last.pt"   # outside DVC's outputs: DVC deletes outputs before a rerun
+EPOCHS = "data/model/epochs"               # train.swa_epochs > 0: the last epochs' weights (training.EPOCHS_DIR)
+STRATEGIES = "data/strategies"             # the study's averaged models, and their maps under predictions/
 PREDICTIONS = "data/predictions"
 METRICS = "metrics"
 PLOTS = "metrics/plots"
@@ -113,13 +116,13 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
     compute = ["compute"] if "compute" in params else []
     # recipe study_baseline (micropatch.square) reads the RGB photographs of data/raw from patchify on
     recipe = ["recipe"] if "recipe" in params else []
-    from .square import RECIPES
-
-    if params.get("recipe", "micropatch") not in RECIPES:
-        raise ValueError(f"{project / 'params.yaml'}: recipe '{params['recipe']}': choose one of {RECIPES}")
-    baseline = params.get("recipe") == "study_baseline"
+    try:
+        baseline = model_recipe(params) == "study_baseline"
+    except ValueError as err:
+        raise ValueError(f"{project / 'params.yaml'}: {err}") from None
     rgb = [RAW] if baseline else []
     square = recipe + (["study_baseline"] if baseline else [])
+    swa = strategy_names(params, project)
     stages = {
         "download": stage("download", project, code, ["--params params.yaml", f"--out {RAW}", f"--downloads {DOWNLOADS}"],
                           deps=local_sources(params, project), params=["download"], outs=[RAW]),
@@ -149,7 +152,7 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
                                           f"--summary {METRICS}/train.json"],
                        deps=[f"{METRICS}/leakage.json", PATCHES, MANIFEST],  # a leak stops the pipeline here
                        params=["lesions", "train", "preprocess", "patchify", *compute, *square],
-                       outs=[MODEL, untracked(f"{METRICS}/train_history.tsv")],
+                       outs=[MODEL, *([EPOCHS] if swa else []), untracked(f"{METRICS}/train_history.tsv")],
                        metrics=[untracked(f"{METRICS}/train.json")]),
         "operating-point": stage("operating_point", project, code, [
             f"--model {MODEL}", f"--manifest {MANIFEST}", f"--preprocessed {PREPROCESSED}", f"--out {RELEASE}",
@@ -172,6 +175,8 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
                              untracked(f"{METRICS}/cross_domain.json")],  # a table: `dvc metrics` flattens lists
                        metrics=[untracked(f"{METRICS}/domains")]),
     }
+    if swa:
+        stages |= strategy_stages(swa, domains, project, code, compute, rgb)
     # the history's columns (training.train): selection-split scores, and val's as monitor_* when selection is on tune
     history = ["train_loss", "select_loss", "select_patch_dice", "select_dice", "select_aupr_11", "select_ap"]
     if params["split"].get("tune_fraction", 0) > 0 and params["train"].get("monitor_val", True):
@@ -192,6 +197,46 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
             "y": {f"{METRICS}/characterisation/quality_{d}.csv": "evenness" for d in datasets}}},
     ]
     return {"stages": stages, "plots": plots}
+
+
+def strategy_names(params: dict, project: Path) -> list[str]:
+    """The averaged models a project's pipeline makes (stage swa: one per `strategies.swa_parts`), none unless
+    train.swa_epochs > 0."""
+    if not params["train"].get("swa_epochs", 0):
+        return []
+    where = project / "params.yaml"
+    if "strategies" not in params:
+        raise ValueError(f"{where}: train.swa_epochs > 0 needs a `strategies` section (swa_parts, bn_patches)")
+    if params["split"].get("tune_fraction", 0) > 0:  # the averaged models carry no operating point of their own
+        raise ValueError(f"{where}: train.swa_epochs > 0 compares models at the paper's threshold 0.5: set "
+                         "split.tune_fraction: 0 (no model-specific operating point)")
+    return [f"swa_{part}" for part in params["strategies"]["swa_parts"]]
+
+
+def strategy_stages(names: list[str], domains: list[str], project: Path, code: Path, compute: list,
+                    rgb: list) -> dict:
+    """Stages swa (the averaged models and their maps of every domain, under data/strategies/predictions/<name>)
+    and score-strategy (the score stage script on each, metrics under metrics/strategies/<name>)."""
+    maps = f"{STRATEGIES}/predictions"
+    out = f"{METRICS}/strategies/${{item}}"
+    return {
+        "swa": stage("swa", project, code, [f"--epochs {EPOCHS}", f"--model {MODEL}", f"--patches {PATCHES}",
+                                            f"--manifest {MANIFEST}", f"--preprocessed {PREPROCESSED}",
+                                            f"--out {STRATEGIES}", f"--predictions {maps}"],
+                     deps=[EPOCHS, MODEL, PATCHES, MANIFEST, PREPROCESSED, *rgb],
+                     params=["strategies", "train.batch_size", "train.seed", "infer", "roles.test_on", *compute],
+                     outs=[f"{STRATEGIES}/{name}.safetensors" for name in names] + [f"{maps}/{name}"
+                                                                                   for name in names]),
+        "score-strategy": {"foreach": names, "do": stage(
+            "score", project, code, [f"--predictions {maps}/${{item}}", f"--preprocessed {PREPROCESSED}",
+                                     f"--manifest {MANIFEST}", f"--history {METRICS}/train_history.tsv",
+                                     f"--out {out}"],
+            deps=[f"{maps}/${{item}}", PREPROCESSED, MANIFEST, RAW, f"{METRICS}/train_history.tsv"],
+            params=["score", "roles"],
+            outs=[untracked(f"{out}/plots"), untracked(f"{out}/per_image"), untracked(f"{out}/cross_domain.md"),
+                  untracked(f"{out}/cross_domain.json")],
+            metrics=[untracked(f"{out}/domains")])},
+    }
 
 
 def render(project: Path, code: Path = REPO) -> str:

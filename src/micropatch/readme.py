@@ -149,6 +149,28 @@ def ablation_block(ablations: Path, shift: Path) -> str:
     return "\n".join(lines + [ABLATIONS_END])
 
 
+STUDY_BEGIN, STUDY_END = "<!-- study:begin (micropatch readme) -->", "<!-- study:end -->"
+STUDY_PROJECT = "study-combinations"
+
+
+def study_block(project: Path) -> str:
+    """Markdown: the default study's measured time, its figure-4 table (strategies) and table 3 (leave-one-out)."""
+    import json
+
+    out = project / "metrics" / "study"
+    timing = json.loads((out / "time.json").read_text())
+    return "\n".join([
+        STUDY_BEGIN, "",
+        f"Measured: {timing['of']} experiments ({timing['experiments_run']} run in this call) through the DVC queue "
+        f"with {timing['workers']} workers in {timing['experiments_minutes']} min, then the ensembles, soups and "
+        f"tables in {timing['strategies_and_tables_minutes']} min, on {timing['cpu_cores']} CPU cores.", "",
+        "Strategies (the study's figure 4; `metrics/study/strategies.md`):", "",
+        (out / "strategies.md").read_text().strip(), "",
+        "Leave-one-out (the study's table 3; `metrics/study/leave_one_out.md`):", "",
+        (out / "leave_one_out.md").read_text().strip(), "",
+        f"![figure 3]({out / 'combinations.png'})", "", f"![figure 4]({out / 'strategies.png'})", "", STUDY_END])
+
+
 def replace_block(text: str, begin: str, end: str, block: str, readme: Path) -> str:
     """text with the block between the begin and end markers replaced."""
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
@@ -167,6 +189,8 @@ def update(readme: Path = Path("README.md"), metrics: Path = Path("metrics"), re
         text = replace_block(text, RECORD_BEGIN, RECORD_END, record_block(records), readme)
     if (results / LESIONS_RECORD / "metrics/domains/idrid_val.json").is_file():
         text = replace_block(text, LESIONS_BEGIN, LESIONS_END, lesions_block(results / LESIONS_RECORD), readme)
+    if (results / STUDY_PROJECT / "metrics/study/time.json").is_file():
+        text = replace_block(text, STUDY_BEGIN, STUDY_END, study_block(results / STUDY_PROJECT), readme)
     measured = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
     if ABLATIONS_BEGIN in text:
         text = replace_block(text, ABLATIONS_BEGIN, ABLATIONS_END,

@@ -44,9 +44,17 @@ def checkpoint_config(path: Path) -> dict:
     return json.loads(header.get("__metadata__", {}).get("micropatch", "{}"))
 
 
+# How images become training data and maps (README, "Recipes"): the method, or the cross-dataset study's baseline.
+RECIPES = ("micropatch", "study_baseline")
+
+
 def model_recipe(config: dict) -> str:
-    """The recipe a model file was trained with (square.RECIPES): files without the key are micro-patching's."""
-    return config.get("recipe", "micropatch")
+    """The recipe a params.yaml or a model file's config names (one of RECIPES): none named is micro-patching's; an
+    unknown name is refused, never read as micro-patching."""
+    recipe = config.get("recipe", "micropatch")
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe '{recipe}': choose one of {RECIPES}")
+    return recipe
 
 
 def resolve(config: dict, section: str, explicit: dict, defaults: dict) -> dict:

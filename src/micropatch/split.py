@@ -14,6 +14,9 @@ MANIFEST_COLUMNS = ("dataset", "image_id", "patient_key", "split", "official_spl
 
 
 TRAINING_SIDE = ("train", "tune")  # splits whose images decide weights, the epoch or the operating point
+# split.test_fraction > 0: each dataset's fixed test images, the same whichever datasets train (the cross-dataset
+# study's leave-one-out reads every combination on them)
+HELD_OUT = "held_out"
 
 
 def read_patient_keys(path: str | Path) -> dict[str, str]:
@@ -64,7 +67,8 @@ def merge_duplicate_groups(pool: list[dict], group_of: dict[int, str], phash_thr
 
 def assign_splits(fingerprints: list[dict], train_on: list[str], val_fraction: float, seed: int,
                   patient_keys: dict[str, str] | None = None, merge_near_duplicates: bool = True,
-                  phash_threshold: int | None = None, tune_fraction: float = 0.0) -> list[dict]:
+                  phash_threshold: int | None = None, tune_fraction: float = 0.0,
+                  test_fraction: float = 0.0) -> list[dict]:
     """Manifest rows: train-role images split train/val by patient, official test images and other datasets 'test'.
 
     tune_fraction > 0 moves that fraction of the train side's patient groups into 'tune', an inner split that is
@@ -74,6 +78,10 @@ def assign_splits(fingerprints: list[dict], train_on: list[str], val_fraction: f
     With merge_near_duplicates, images with identical bytes or near-identical fundus (within phash_threshold
     bits: the audit's own threshold, params `audit.phash_threshold`) join one patient group, so unlabelled
     duplicates of one eye never straddle train and val.
+
+    test_fraction > 0 first holds out that fraction of every dataset's patient groups (official test images aside)
+    as HELD_OUT, chosen per dataset from its own images and split.seed only, so a dataset's held-out images are the
+    same whichever datasets train: the cross-dataset study scores every training combination on them.
     """
     from .audit import PHASH_THRESHOLD
 
@@ -86,16 +94,15 @@ def assign_splits(fingerprints: list[dict], train_on: list[str], val_fraction: f
             row["patient_key"] = patient_keys[fp["image_id"]]
         row["lesion_bearing"] = int(any(v > 0 for v in fp["lesion_pixels"].values()))
         rows.append(row)
-    pool = sorted((r for r in rows if r["dataset"] in train_on and r["official_split"] != "test"),
-                  key=lambda r: (r["dataset"], r["image_id"]))
-    group_of = {i: f"{r['dataset']}\x00{r['patient_key']}" for i, r in enumerate(pool)}
-    if merge_near_duplicates:
-        group_of = merge_duplicate_groups(pool, group_of, phash_threshold)
+    held_out = held_out_images(rows, test_fraction, seed, merge_near_duplicates, phash_threshold)
+    pool = sorted((r for r in rows if r["dataset"] in train_on and r["official_split"] != "test"
+                   and id(r) not in held_out), key=lambda r: (r["dataset"], r["image_id"]))
+    group_of = patient_groups(pool, merge_near_duplicates, phash_threshold)
     groups = sorted(set(group_of.values()))
     positive = {group_of[i] for i, r in enumerate(pool) if r["lesion_bearing"]}
     val = choose_val_groups(groups, positive, val_fraction, seed)
     for r in rows:
-        r["split"] = "test"
+        r["split"] = HELD_OUT if id(r) in held_out else "test"
     tune = set()
     if tune_fraction > 0:
         rest = [g for g in groups if g not in val]
@@ -103,6 +110,31 @@ def assign_splits(fingerprints: list[dict], train_on: list[str], val_fraction: f
     for i, r in enumerate(pool):
         r["split"] = "val" if group_of[i] in val else "tune" if group_of[i] in tune else "train"
     return sorted(rows, key=lambda r: (r["dataset"], r["image_id"]))
+
+
+def patient_groups(pool: list[dict], merge_near_duplicates: bool, phash_threshold: int) -> dict[int, str]:
+    """Row index -> patient group of a pool of rows: (dataset, patient_key), merged over duplicates if asked."""
+    group_of = {i: f"{r['dataset']}\x00{r['patient_key']}" for i, r in enumerate(pool)}
+    return merge_duplicate_groups(pool, group_of, phash_threshold) if merge_near_duplicates else group_of
+
+
+def held_out_images(rows: list[dict], test_fraction: float, seed: int, merge_near_duplicates: bool,
+                    phash_threshold: int) -> set[int]:
+    """id() of the rows held out as HELD_OUT: test_fraction of each dataset's patient groups (its official test
+    images aside), stratified by lesion-bearing, chosen from that dataset's rows and the seed alone."""
+    if not test_fraction:
+        return set()
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"split.test_fraction {test_fraction} must be in [0, 1)")
+    chosen = set()
+    for dataset in sorted({r["dataset"] for r in rows}):
+        pool = sorted((r for r in rows if r["dataset"] == dataset and r["official_split"] != "test"),
+                      key=lambda r: r["image_id"])
+        group_of = patient_groups(pool, merge_near_duplicates, phash_threshold)
+        positive = {group_of[i] for i, r in enumerate(pool) if r["lesion_bearing"]}
+        held = choose_val_groups(sorted(set(group_of.values())), positive, test_fraction, seed + 2)
+        chosen |= {id(r) for i, r in enumerate(pool) if group_of[i] in held}
+    return chosen
 
 
 def manifest_csv(rows: list[dict]) -> str:
@@ -140,7 +172,7 @@ def domain_rows(rows: list[dict], domain: str, spec: dict) -> list[dict]:
               and r["official_split"] == spec.get("official_split", r["official_split"])]
     if not chosen:
         raise InputError(f"roles.test_on.{domain}: no image of the manifest matches {spec}; check the dataset name "
-                         "and split (manifest splits: train, tune, val, test)")
+                         "and split (manifest splits: train, tune, val, test, held_out)")
     trained = [r["image_id"] for r in chosen if r["split"] in TRAINING_SIDE]
     if trained:
         raise InputError(f"roles.test_on.{domain}: {len(trained)} of its images are training images (split train "

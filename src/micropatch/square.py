@@ -22,7 +22,6 @@ from tqdm import tqdm
 from .fileio import InputError, read_fundus, read_png
 from .patches import window_starts
 
-RECIPES = ("micropatch", "study_baseline")
 SQUARE_KIND = "squares"  # meta.json `kind` of a square set (patchify under recipe study_baseline)
 
 

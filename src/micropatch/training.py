@@ -28,14 +28,14 @@ class TrainingDiverged(RuntimeError):
 class PatchDataset(Dataset):
     """Patches of a patch set (memory-mapped), augmented from a per-(seed, epoch, index) RNG."""
 
+    channels = 1
+
     def __init__(self, patch_dir: Path, augment: bool, seed: int, brightness: float = 0.1, contrast: float = 0.1):
         self.folder = Path(patch_dir)
         self.images = np.load(self.folder / "images.npy", mmap_mode="r")
         self.masks = np.load(self.folder / "masks.npy", mmap_mode="r")
         self.augment, self.seed, self.epoch = augment, seed, 0
         self.brightness, self.contrast = brightness, contrast
-
-    channels = 1
 
     def __len__(self) -> int:
         return len(self.images)
@@ -84,6 +84,7 @@ OPTIMIZERS = ("adamw", "sgd")
 # dice, aupr_11, ap: full-image estimates: lesion-free windows weighted by 1 / background_keep, so the pooled counts
 # stand for every window of the selection images, 99.9 % background as they are (weighted_histograms).
 SELECTION_SCORES = ("patch_dice", "dice", "aupr_11", "ap")
+EPOCHS_DIR = "epochs"  # beside the model file: the last train.swa_epochs epochs' weights
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ class TrainConfig:
     processes: int               # > 1: the train stage runs itself under torchrun with this many processes
     sync_batchnorm: bool         # with processes > 1: BatchNorm statistics over the global batch
     monitor_val: bool            # with a tune split: also score val after every epoch, for the history only
+    init_seed: int | None        # the initial weights' seed (null: seed); runs sharing it can be souped
+    swa_epochs: int              # > 0: the weights of the last this many epochs are kept too (SWA, averaging.py)
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -256,10 +259,17 @@ def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfi
     """
     ctx = ctx or Context(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     device = ctx.device
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed if cfg.init_seed is None else cfg.init_seed)
     train_set = open_patch_set(train_dir, train=True, seed=cfg.seed)
     select_set = open_patch_set(select_dir, train=False, seed=cfg.seed)
+    for folder, patch_set in ((train_dir, train_set), (select_dir, select_set)):
+        if len(patch_set) == 0:
+            raise InputError(f"{folder}: no patches to {'train on' if patch_set is train_set else 'select on'}: its "
+                             "split's images hold no lesion and no background window was kept; raise "
+                             "split.val_fraction (or tune_fraction) or patchify.background_keep")
     model = build_model(len(lesions), cfg.encoder, cfg.encoder_weights, cfg.attention, train_set.channels)
+    if cfg.init_seed is not None:  # the same start for every seed; the rest of the run is the seed's own
+        torch.manual_seed(cfg.seed)
     if ctx.distributed and cfg.sync_batchnorm:
         model = convert_sync_batchnorm(model, device)
     model = model.to(device).to(memory_format=torch.channels_last)
@@ -276,6 +286,7 @@ def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfi
     train_loss_fn = global_batch_loss(loss_fn, ctx)
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
     best_weights = state_dict_copy(model)
+    recent = {}  # epoch -> weights, the last cfg.swa_epochs epochs (kept in the resume state)
     if state_path.is_file():
         try:
             saved = torch.load(state_path, map_location=device, weights_only=True)
@@ -289,6 +300,7 @@ def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfi
             scaler.load_state_dict(saved["scaler"])
             torch.set_rng_state(saved["torch_rng"])
             best_weights = {k: v.cpu() for k, v in saved["best_model"].items()}
+            recent = {int(e): {k: v.cpu() for k, v in w.items()} for e, w in saved.get("recent", {}).items()}
             state = saved["progress"]
             log.info("resuming from %s after epoch %d", state_path, state["epoch"])
         else:
@@ -348,12 +360,15 @@ def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfi
             best_weights = state_dict_copy(model)
         else:
             state["bad_epochs"] += 1
+        if cfg.swa_epochs:
+            recent = {e: w for e, w in recent.items() if e > epoch - cfg.swa_epochs} | {epoch: state_dict_copy(model)}
         if ctx.is_main:
             with atomic_path(state_path) as tmp:
                 torch.save({"fingerprint": fingerprint, "model": model.state_dict(),
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                             "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
-                            "best_model": best_weights, "progress": state}, tmp)
+                            "best_model": best_weights, "progress": state}
+                           | ({"recent": {str(e): w for e, w in recent.items()}} if cfg.swa_epochs else {}), tmp)
         barrier(ctx)  # no rank runs ahead of the checkpoint it would resume from
         if not ctx.is_main:
             continue
@@ -373,6 +388,15 @@ def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfi
                                           f"select_{cfg.select_on}": state["best_score"]}
     if ctx.is_main:
         save_checkpoint(model_path, model, config)
+        if cfg.swa_epochs:  # the trajectory's last epochs, beside the selected model (averaging.swa_model)
+            import shutil
+
+            shutil.rmtree(Path(model_path).parent / EPOCHS_DIR, ignore_errors=True)  # another run's epochs
+            for epoch, weights in sorted(recent.items()):
+                model.load_state_dict(weights)
+                save_checkpoint(Path(model_path).parent / EPOCHS_DIR / f"epoch_{epoch:03d}.safetensors", model,
+                                config | {"epoch": epoch})
+            model.load_state_dict(best_weights)
     return {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "selection_split": Path(select_dir).name,
             "select_on": cfg.select_on, "best_select_score": state["best_score"],
             "stopped_early": state["epoch"] < cfg.epochs, "history": state["history"],

@@ -1,0 +1,114 @@
+"""The cross-dataset study end to end, reduced: 2 datasets, their 3 combinations, 1 seed, tiny images, through
+DVC's queue with 2 workers; then its bookkeeping: every combination present, zero-shot flags, no leakage, the same
+held-out images in every run, and SWA, ensemble and soups all scored."""
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import REPO, dvc_workspace, run
+
+
+def reduced_study(params: dict) -> None:
+    """The study project's params, reduced: datasets synthetic (fine) and coarse, 1 seed, tiny images and runs."""
+    params["synthetic"] = {
+        "synthetic": {"layout": "idrid", "n_images": 6, "seed": 3, "width": 256, "height": 192},
+        "coarse": {"layout": "retinal_lesions", "n_images": 6, "seed": 5, "width": 192, "height": 192,
+                   "label_style": "coarse"}}
+    params["study"] = {"datasets": ["synthetic", "coarse"], "seeds": [0], "jobs": 2}
+    params["roles"] = {"train_on": ["synthetic"], "test_on": {
+        "synthetic_test": {"dataset": "synthetic", "split": "held_out"},
+        "coarse_test": {"dataset": "coarse", "split": "held_out"}}}
+    params["download"]["datasets"] = [
+        {"name": "synthetic", "adapter": "idrid", "source": "../data/sources/synthetic"},
+        {"name": "coarse", "adapter": "retinal_lesions", "source": "../data/sources/coarse"}]
+    params["split"].update(test_fraction=0.25, val_fraction=0.5)
+    params["patchify"].update(size=64, stride=32)
+    params["train"].update(encoder="resnet18", epochs=2, max_steps_per_epoch=2, batch_size=8, init_seed=0,
+                           swa_epochs=2, early_stopping_patience=5)
+    params["strategies"] = {"swa_parts": ["encoder", "decoder", "full"], "bn_patches": 32}
+    params["compute"]["threads"] = 1
+    params["score"].update(bootstrap_draws=20, panels=False)
+
+
+def test_reduced_study_runs_every_combination_through_the_dvc_queue(tmp_path):
+    from micropatch.pipeline import render
+
+    env = dvc_workspace(tmp_path, lambda params: None)
+    init = tmp_path / "src/micropatch/__init__.py"  # marks the copy: the experiments must run it, not this checkout
+    init.write_text(init.read_text().replace('__version__ = "0.1.0"', '__version__ = "0.1.0+copy"'))
+    project = tmp_path / "study"
+    project.mkdir()
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    reduced_study(params)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (project / "dvc.yaml").write_text(render(project, code=tmp_path))
+    (project / ".gitignore").write_text("/data/study/\n/data/train_state/\n")
+    run([sys.executable, "-m", "micropatch.cli", "synth", "--params", "study/params.yaml", "--out", "data/sources"],
+        tmp_path, env)
+    run(["git", "add", "-A"], tmp_path, env)
+    run(["git", "commit", "-qm", "study"], tmp_path, env)
+    out = run([sys.executable, "-m", "micropatch.cli", "study", "combinations", "--project", "study"], tmp_path, env)
+    assert "| baseline |" in out
+
+    results = project / "metrics" / "study"
+    with open(results / "records.csv", newline="") as f:
+        records = list(csv.DictReader(f))
+    combos = ["synthetic", "coarse", "synthetic+coarse"]
+    strategies = ["baseline", "ensemble", "swa_encoder", "swa_decoder", "swa_full", "soup_encoder", "soup_decoder",
+                  "soup_full", "greedy_soup_encoder", "greedy_soup_decoder", "greedy_soup_full"]
+    found = {(r["combination"], r["strategy"], r["domain"]) for r in records}
+    assert found == {(c, s, d) for c in combos for s in strategies for d in ("synthetic_test", "coarse_test")}
+    for r in records:  # zero-shot exactly when the test domain's dataset is not among the training sets
+        assert r["zero_shot"] == str(r["domain"].removesuffix("_test") not in r["combination"].split("+")), r
+        assert 0 <= float(r["dice"]) <= 1 and 0 <= float(r["aupr_11"]) <= 1
+    # one seed: the ensemble and the soups are the single model, scored again through score's code
+    base = {(r["combination"], r["domain"]): r["dice"] for r in records if r["strategy"] == "baseline"}
+    for r in records:
+        if r["strategy"] in ("ensemble", "soup_full", "greedy_soup_encoder"):
+            assert r["dice"] == base[r["combination"], r["domain"]]
+    swa = {(r["combination"], r["domain"]): r["dice"] for r in records if r["strategy"] == "swa_full"}
+    assert swa != base  # SWA averaged 2 epochs and recomputed BatchNorm: other maps
+
+    import dvc.api
+
+    held_out = set()
+    for combo in combos:
+        rev = f"{combo}-s0"
+        leakage = json.loads(dvc.api.read("study/metrics/leakage.json", repo=str(tmp_path), rev=rev))
+        assert leakage["total_leaks"] == 0 and leakage["images"] == 12
+        manifest = list(csv.DictReader(dvc.api.read("study/data/splits/manifest.csv", repo=str(tmp_path),
+                                                    rev=rev).splitlines()))
+        held_out.add(frozenset(r["image_id"] for r in manifest if r["split"] == "held_out"))
+        summary = json.loads(dvc.api.read("study/metrics/train.json", repo=str(tmp_path), rev=rev))
+        assert summary["versions"]["micropatch"] == "0.1.0+copy"
+        trained = {r["dataset"] for r in manifest if r["split"] == "train"}
+        assert trained == set(combo.split("+"))
+    assert len(held_out) == 1  # every combination is read on the same test images
+
+    figure3 = list(csv.DictReader(open(results / "combinations.csv", newline="")))
+    for domain in ("synthetic_test", "coarse_test"):  # figure 3: ordered by the number of training images
+        sizes = [int(r["n_train_images"]) for r in figure3 if r["domain"] == domain]
+        assert len(sizes) == 3 and sizes == sorted(sizes)
+    from micropatch.study import combination_style
+
+    found = json.loads(dvc.api.read("study/metrics/characterisation.json", repo=str(tmp_path), rev="coarse-s0"))
+    for r in figure3:  # the background: the combination's style from the characterise stage
+        assert r["style"] == combination_style(tuple(r["combination"].split("+")),
+                                               {d: v["style"] for d, v in found.items()})
+    table4 = json.loads((results / "strategies.json").read_text())
+    assert list(table4) == strategies and table4["baseline"]["pairs_leave_one_out"] == 2
+    table3 = json.loads((results / "leave_one_out.json").read_text())
+    assert {(r["domain"], r["scenario"]) for r in table3 if r["scenario"] == "in-domain"} == {
+        ("synthetic_test", "in-domain"), ("coarse_test", "in-domain")}
+    assert sum(r["combinations"] for r in table3) == 6  # each (combination, domain) pair once
+    assert (results / "combinations.png").stat().st_size and (results / "strategies.png").stat().st_size
+
+    # a second call queues nothing: every run is finished on this commit
+    again = run([sys.executable, "-m", "micropatch.cli", "study", "combinations", "--project", "study"],
+                tmp_path, env)
+    assert "0 to queue" in again
+    shutil.rmtree(tmp_path / ".dvc" / "tmp", ignore_errors=True)
