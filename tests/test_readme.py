@@ -90,3 +90,19 @@ def test_four_lesion_table_sets_each_lesion_and_the_mean_beside_the_studys_idrid
     assert "| EX | 0.6000 | 0.4000 | 0.40 / 10 | 50.00 | 70.0 | 3.00 | 0.842 | 0.8850 |" in text  # the model-wide point
     assert "| mean | 0.5000 | 0.4000 | - | 50.00 | 70.0 | 3.00 | 0.640 | - |" in text
     assert "6 epochs of 180 steps of 16 (17,280 patch draws from 44,704 training patches)" in text
+
+
+def test_study_block_comes_from_the_study_project_and_its_time(tmp_path):
+    """The cross-dataset study's README block: its measured time, figure-4 and table-3 tables from metrics/study."""
+    from micropatch.readme import STUDY_BEGIN, STUDY_END, STUDY_PROJECT, study_block
+
+    out = tmp_path / "results" / STUDY_PROJECT / "metrics" / "study"
+    out.mkdir(parents=True)
+    (out / "time.json").write_text(json.dumps({"of": 14, "experiments_run": 14, "workers": 2, "experiments_minutes":
+                                               51.5, "strategies_and_tables_minutes": 6.2, "cpu_cores": 2}))
+    (out / "strategies.md").write_text("| strategy | x |\n| baseline | 1 |\n")
+    (out / "leave_one_out.md").write_text("| test domain | y |\n")
+    block = study_block(tmp_path / "results" / STUDY_PROJECT)
+    assert block.startswith(STUDY_BEGIN) and block.endswith(STUDY_END)
+    assert "14 experiments (14 run in this call) through the DVC queue with 2 workers in 51.5 min" in block
+    assert "| baseline | 1 |" in block and "| test domain | y |" in block

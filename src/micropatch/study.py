@@ -105,13 +105,13 @@ class Study:
         done = self.finished()
         todo = [r for r in self.runs() if r["name"] not in done]
         log.info("study: %d runs, %d finished on this commit, %d to queue", len(self.runs()), len(done), len(todo))
+        started = time.monotonic()  # queueing included: each `dvc exp run --queue` stashes the workspace
         for run in todo:
             self.dvc("exp", "run", "--queue", "dvc.yaml", "--force", "--name", run["name"],
                      "--set-param", f"roles.train_on=[{','.join(run['combination'])}]",
                      "--set-param", f"train.seed={run['seed']}")
         if not todo:
             return
-        started = time.monotonic()
         # the workers' stages import the experiment's own copy of src/ (a relative path from the project folder of
         # each temporary clone), not the micropatch this command runs (an editable install points at one checkout)
         self.dvc("queue", "start", "--jobs", str(self.settings["jobs"]),
@@ -119,9 +119,8 @@ class Study:
         with tqdm(total=len(todo), desc="study experiments", unit="exp") as bar:
             while True:
                 time.sleep(10)
-                status = self.dvc("queue", "status")
-                pending = sum(line.split()[-1] in ("Queued", "Running") or " Running " in line or " Queued " in line
-                              for line in status.splitlines()[1:] if line.strip())
+                rows = [line.split() for line in self.dvc("queue", "status").splitlines()[1:]]
+                pending = sum(row[-1] in ("Queued", "Running") for row in rows if row)  # column Status
                 bar.n = len(todo) - pending
                 bar.refresh()
                 if not pending:
@@ -198,7 +197,6 @@ class Study:
     def combination_strategies(self, combination, runs, revs, preprocessed: Path) -> list[dict]:
         from .averaging import PARTS, averaged_model, bn_batches, ensemble_maps, greedy_soup
         from .fileio import read_png, write_png
-        from .model import load_checkpoint
 
         name = "+".join(combination)
         work = self.work / name
