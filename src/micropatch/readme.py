@@ -161,9 +161,11 @@ def study_block(project: Path) -> str:
     timing = json.loads((out / "time.json").read_text())
     return "\n".join([
         STUDY_BEGIN, "",
-        f"Measured: {timing['of']} experiments ({timing['experiments_run']} run in this call) through the DVC queue "
-        f"with {timing['workers']} workers in {timing['experiments_minutes']} min, then the ensembles, soups and "
-        f"tables in {timing['strategies_and_tables_minutes']} min, on {timing['cpu_cores']} CPU cores.", "",
+        (f"Measured: {timing['of']} experiments ({timing['experiments_run']} run in that call) through the DVC queue "
+         f"with {timing['workers']} workers in {timing['experiments_minutes']} min, on {timing['cpu_cores']} CPU "
+         "cores; " if "experiments_minutes" in timing else "Measured: ")
+        + f"the experiments' commits from {timing['experiments_committed'][0]} to {timing['experiments_committed'][1]}; "
+        f"the ensembles, soups and tables in {timing['strategies_and_tables_minutes']} min.", "",
         "Strategies (the study's figure 4; `metrics/study/strategies.md`):", "",
         (out / "strategies.md").read_text().strip(), "",
         "Leave-one-out (the study's table 3; `metrics/study/leave_one_out.md`):", "",

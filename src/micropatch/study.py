@@ -63,6 +63,7 @@ class Study:
         self.work = self.project / "data" / "study"  # ensembles' and soups' maps (ignored; rebuilt from the exps)
         self.out = self.project / "metrics" / "study"
         self.timing = {}  # queue_and_run's measured time, for metrics/study/time.json
+        self.committed = {}  # experiment name -> when its commit was made (dvc exp show)
         unknown = set(self.settings["datasets"]) - {e["name"] for e in self.params["download"]["datasets"]}
         if unknown:
             raise InputError(f"{self.project / 'params.yaml'}: study.datasets {sorted(unknown)} are not downloaded")
@@ -95,6 +96,7 @@ class Study:
                 rev = exp["revs"][0]
                 if exp.get("name") and state == "success" and not rev.get("error") and rev["rev"] != "workspace":
                     found[exp["name"]] = rev["rev"]
+                    self.committed[exp["name"]] = rev["data"]["timestamp"]
         return found
 
     def queue_and_run(self) -> None:
@@ -106,6 +108,8 @@ class Study:
         todo = [r for r in self.runs() if r["name"] not in done]
         log.info("study: %d runs, %d finished on this commit, %d to queue", len(self.runs()), len(done), len(todo))
         started = time.monotonic()  # queueing included: each `dvc exp run --queue` stashes the workspace
+        if todo:
+            self.dvc("queue", "remove", "--failed")  # an earlier attempt's failures would read as this one's
         for run in todo:
             self.dvc("exp", "run", "--queue", "dvc.yaml", "--force", "--name", run["name"],
                      "--set-param", f"roles.train_on=[{','.join(run['combination'])}]",
@@ -116,19 +120,22 @@ class Study:
         # each temporary clone), not the micropatch this command runs (an editable install points at one checkout)
         self.dvc("queue", "start", "--jobs", str(self.settings["jobs"]),
                  env={"PYTHONPATH": os.path.relpath(self.root / "src", self.project)})
+        names = {r["name"] for r in todo}
         with tqdm(total=len(todo), desc="study experiments", unit="exp") as bar:
-            while True:
-                time.sleep(10)
+            while True:  # until every queued run has succeeded or failed
+                time.sleep(30)
+                # success is read from the experiments themselves: once, 12 s after `dvc queue start`, `dvc queue
+                # status` listed none of 14 tasks as queued or running; failure from its Status column
+                succeeded = names & set(self.finished())
                 rows = [line.split() for line in self.dvc("queue", "status").splitlines()[1:]]
-                pending = sum(row[-1] in ("Queued", "Running") for row in rows if row)  # column Status
-                bar.n = len(todo) - pending
+                failed = names & {row[1] for row in rows if len(row) > 2 and row[-1] == "Failed"}
+                bar.n = len(succeeded)
                 bar.refresh()
-                if not pending:
+                if succeeded | failed == names:
                     break
-        failed = [r["name"] for r in todo if r["name"] not in self.finished()]
         if failed:
-            raise RuntimeError(f"study: {len(failed)} experiments failed: {failed}; see `dvc queue logs NAME` in "
-                               f"{self.project}, fix, and run the study again (finished ones are kept)")
+            raise RuntimeError(f"study: {len(failed)} experiments failed: {sorted(failed)}; see `dvc queue logs NAME` "
+                               f"in {self.project}, fix, and run the study again (finished ones are kept)")
         minutes = (time.monotonic() - started) / 60
         log.info("study: %d experiments in %.1f min with %d workers", len(todo), minutes, self.settings["jobs"])
         self.timing = {"experiments_run": len(todo), "of": len(self.runs()), "workers": self.settings["jobs"],
@@ -236,8 +243,10 @@ class Study:
         images = np.load(patches / "train" / "images.npy", mmap_mode="r")
         batches = lambda: bn_batches(images, self.params["train"]["batch_size"],  # noqa: E731
                                      self.params["strategies"]["bn_patches"], self.params["train"]["seed"])
-        from .training import evaluate_patches, make_loss, open_patch_set, TrainConfig
+        import torch
         from torch.utils.data import DataLoader
+
+        from .training import TrainConfig, evaluate_patches, make_loss, open_patch_set
 
         cfg = TrainConfig(**self.params["train"])
         val = DataLoader(open_patch_set(patches / "val", train=False, seed=cfg.seed), batch_size=2 * cfg.batch_size)
@@ -258,7 +267,7 @@ class Study:
             if len(kept) == 1:
                 return own[kept[0]]
             model, _ = averaged_model([models[n] for n in kept], part, models[kept[0]], batches)
-            return evaluate_patches(model, val, loss, "cpu")[cfg.select_on]
+            return evaluate_patches(model, val, loss, torch.device("cpu"))[cfg.select_on]
 
         for part in PARTS:
             records += scored(f"soup_{part}", soup_maps(part, tuple(ranked)))
@@ -297,8 +306,9 @@ class Study:
         write_tables(records, styles, self.out)
         # how long the last full run took (a call that queued nothing keeps the experiments' time it had)
         timing = json.loads((self.out / "time.json").read_text()) if (self.out / "time.json").is_file() else {}
-        timing |= self.timing | {"strategies_and_tables_minutes":
-                                                 round((time.monotonic() - started) / 60, 1)}
+        timing |= self.timing | {"strategies_and_tables_minutes": round((time.monotonic() - started) / 60, 1),
+                                 "experiments_committed": [min(self.committed[n] for n in revs),
+                                                           max(self.committed[n] for n in revs)]}
         write_json(self.out / "time.json", timing)
 
 
@@ -455,12 +465,12 @@ def study_figures(figure3: list[dict], table4: dict[str, dict], combinations_png
         dice = np.array([m["dice"] for m in rows]) * 100
         spread = np.array([[m["dice"] - m["dice_min"], m["dice_max"] - m["dice"]] for m in rows]).T * 100
         ax.bar(x, dice, 0.6, yerr=spread, capsize=3, color=["0.6" if m["zero_shot"] else "C0" for m in rows])
-        ax.set(xticks=x, xlim=(-0.5, len(rows) - 0.5), ylabel="Dice % (lesion mean)",
-               title=f"test: {domain}\n(blue: trained on it; grey: zero-shot)")
+        ax.set(xticks=x, xlim=(-0.5, len(rows) - 0.5), ylabel="Dice % (lesion mean)", title=f"test: {domain}")
         ax.set_xticklabels([f"{m['combination']}\n({m['n_train_images']})" for m in rows], rotation=60, fontsize=7,
                            ha="right")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in STYLE_COLOURS.values()]
-    fig.legend(handles, [f"{s} labels" for s in STYLE_COLOURS], loc="upper right", fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("C0", "0.6", *STYLE_COLOURS.values())]
+    labels = ["trained on the test dataset", "zero-shot"] + [f"background: {s} labels" for s in STYLE_COLOURS]
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=5, fontsize=8)
     _save(fig, combinations_png)
 
     names = list(table4)
