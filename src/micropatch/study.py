@@ -168,9 +168,10 @@ class Study:
 
     def run_records(self, revs: dict[str, str]) -> list[dict]:
         """One record per (run, strategy scored inside the run: baseline and each SWA part, domain)."""
+        from .pipeline import strategy_names
         from .split import read_manifest
 
-        swa = [f"swa_{p}" for p in self.params["strategies"]["swa_parts"]] if self.params["train"]["swa_epochs"] else []
+        swa = strategy_names(self.params, self.project)  # the averaged models each run's pipeline scored
         records = []
         for run in tqdm(self.runs(), desc="study: reading experiments", unit="exp"):
             rev = revs[run["name"]]
