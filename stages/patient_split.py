@@ -6,8 +6,8 @@ from collections import Counter
 from pathlib import Path
 
 from micropatch import logs
-from micropatch.fileio import load_params
-from micropatch.split import assign_splits, read_patient_keys, write_manifest
+from micropatch.fileio import InputError, load_params
+from micropatch.split import HELD_OUT, assign_splits, domain_rows, read_patient_keys, write_manifest
 
 
 def main() -> None:
@@ -27,6 +27,13 @@ def main() -> None:
     rows = assign_splits(fingerprints, params["roles"]["train_on"], split["val_fraction"], split["seed"], keys,
                          split["merge_near_duplicates"], params["audit"]["phash_threshold"],
                          split["tune_fraction"], split["test_fraction"])
+    for domain, spec in params["roles"]["test_on"].items():  # every test domain has images: refused here, before
+        try:                                                  # any patch or training, not by infer hours later
+            domain_rows(rows, domain, spec)
+        except InputError as err:
+            hint = (f"; split.test_fraction {split['test_fraction']} holds out no patient of {spec['dataset']}: "
+                    "raise it" if spec.get("split") == HELD_OUT else "")
+            raise InputError(f"{err}{hint}") from None
     write_manifest(args.out, rows)
     logging.info("patient-split: %s", dict(Counter((r["dataset"], r["split"]) for r in rows)))
 

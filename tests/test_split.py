@@ -55,3 +55,41 @@ def test_manifest_is_deterministic_and_seed_dependent():
     a = manifest_csv(assign_splits(fps, ["idrid"], 0.2, 3))
     assert a == manifest_csv(assign_splits(list(reversed(fps)), ["idrid"], 0.2, 3))
     assert a != manifest_csv(assign_splits(fps, ["idrid"], 0.2, 4))
+
+
+def test_patient_split_stage_refuses_a_test_domain_without_images(tmp_path):
+    """A held-out test domain that test_fraction leaves empty stops the patient-split stage, naming the domain and
+    the param, and writes no manifest; infer would otherwise find it only after training."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import REPO
+
+    images = [fingerprint(i, dataset="a", lesion=i % 2) for i in range(10)]
+    images += [fingerprint(i, patient="b", dataset="b") for i in (10, 11)]  # one patient, two images
+    for dataset in ("a", "b"):
+        folder = tmp_path / "pre" / dataset
+        folder.mkdir(parents=True)
+        (folder / "fingerprint.json").write_text(json.dumps(
+            {"dataset": dataset, "images": [x for x in images if x["dataset"] == dataset]}))
+    params = {"lesions": ["MA"], "audit": {"phash_threshold": 0},
+              "split": {"val_fraction": 0.2, "seed": 42, "patient_keys": None, "merge_near_duplicates": False,
+                        "tune_fraction": 0.0, "test_fraction": 0.1},
+              "roles": {"train_on": ["a"], "test_on": {"a_test": {"dataset": "a", "split": "held_out"},
+                                                       "b_test": {"dataset": "b", "split": "held_out"}}}}
+
+    def stage(test_fraction: float) -> subprocess.CompletedProcess:
+        params["split"]["test_fraction"] = test_fraction
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        return subprocess.run([sys.executable, str(REPO / "stages" / "patient_split.py"), "--preprocessed", "pre",
+                               "--out", "manifest.csv"], cwd=tmp_path, capture_output=True, text=True)
+
+    refused = stage(0.1)  # b: 1 patient, round(0.1) = 0 held out
+    assert refused.returncode != 0 and not (tmp_path / "manifest.csv").exists()
+    assert "roles.test_on.b_test" in refused.stderr and "split.test_fraction 0.1" in refused.stderr
+    accepted = stage(0.6)  # b's one patient held out, and a's 6 of 10
+    assert accepted.returncode == 0, accepted.stderr
+    assert "held_out" in (tmp_path / "manifest.csv").read_text()

@@ -4,6 +4,7 @@ held-out images in every run, and SWA, ensemble and soups all scored."""
 import csv
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -108,8 +109,21 @@ def test_reduced_study_runs_every_combination_through_the_dvc_queue(tmp_path):
     assert sum(r["combinations"] for r in table3) == 6  # each (combination, domain) pair once
     assert (results / "combinations.png").stat().st_size and (results / "strategies.png").stat().st_size
 
+    # no stage reruns what a finished run already made: the third experiment, queued behind the first two, restores
+    # the stages whose code, params and inputs they had from DVC's run cache (the study passes no --force)
+    logs = run([sys.executable, "-m", "dvc", "queue", "logs", "synthetic+coarse-s0"], project, env)
+    for stage in ("download", "preprocess", "characterise"):
+        assert f"Stage '{stage}' is cached" in logs, logs[-3000:]
+
     # a second call queues nothing: every run is finished on this commit
     again = run([sys.executable, "-m", "micropatch.cli", "study", "combinations", "--project", "study"],
                 tmp_path, env)
     assert "0 to queue" in again
     shutil.rmtree(tmp_path / ".dvc" / "tmp", ignore_errors=True)
+
+
+def test_study_without_a_project_folder_is_refused_by_name(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "micropatch.cli", "study", "combinations", "--project",
+                             str(tmp_path / "nowhere")], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "nowhere: no params.yaml here" in result.stderr and "--project" in result.stderr

@@ -138,7 +138,7 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
                               metrics=[untracked(f"{METRICS}/characterisation.json")]),
         "patient-split": stage("patient_split", project, code, [f"--preprocessed {PREPROCESSED}", f"--out {MANIFEST}"],
                                deps=[PREPROCESSED], params=["lesions", "split", "roles.train_on",
-                                                            "audit.phash_threshold"],
+                                                            "roles.test_on", "audit.phash_threshold"],
                                outs=[untracked(MANIFEST)]),
         "patchify": stage("patchify", project, code, [f"--manifest {MANIFEST}", f"--preprocessed {PREPROCESSED}",
                                                 f"--out {PATCHES}"],

@@ -54,6 +54,9 @@ class Study:
 
     def __init__(self, project: Path):
         self.project = Path(project).resolve()
+        if not (self.project / "params.yaml").is_file():
+            raise InputError(f"{self.project}: no params.yaml here; --project names a study project folder (such as "
+                             "results/study-combinations), relative to the current directory")
         self.params = load_params(path=self.project / "params.yaml")
         if "study" not in self.params:
             raise InputError(f"{self.project / 'params.yaml'}: no `study` section (datasets, seeds, jobs)")
@@ -64,6 +67,7 @@ class Study:
         self.out = self.project / "metrics" / "study"
         self.timing = {}  # queue_and_run's measured time, for metrics/study/time.json
         self.committed = {}  # experiment name -> when its commit was made (dvc exp show)
+        self.filesystems = {}  # rev -> its DVCFileSystem (filesystem)
         unknown = set(self.settings["datasets"]) - {e["name"] for e in self.params["download"]["datasets"]}
         if unknown:
             raise InputError(f"{self.project / 'params.yaml'}: study.datasets {sorted(unknown)} are not downloaded")
@@ -110,8 +114,11 @@ class Study:
         started = time.monotonic()  # queueing included: each `dvc exp run --queue` stashes the workspace
         if todo:
             self.dvc("queue", "remove", "--failed")  # an earlier attempt's failures would read as this one's
+        # no --force: a stage whose code, params and inputs a finished run already had is restored from DVC's run
+        # cache, not rerun (download, preprocess and characterise are the same in every run; patient-split, patchify
+        # and audit in every seed of a combination); the outputs are the same bytes in the reproducible compute mode
         for run in todo:
-            self.dvc("exp", "run", "--queue", "dvc.yaml", "--force", "--name", run["name"],
+            self.dvc("exp", "run", "--queue", "dvc.yaml", "--name", run["name"],
                      "--set-param", f"roles.train_on=[{','.join(run['combination'])}]",
                      "--set-param", f"train.seed={run['seed']}")
         if not todo:
@@ -148,13 +155,20 @@ class Study:
 
     def fetch(self, path: str, rev: str, dest: Path) -> Path:
         """Copy an output (file or folder) of an experiment out of the DVC cache."""
-        from dvc.api import DVCFileSystem
-
         if dest.exists():
             shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
         dest.parent.mkdir(parents=True, exist_ok=True)
-        DVCFileSystem(str(self.root), rev=rev).get(f"{self.rel}/{path}", str(dest), recursive=True)
+        self.filesystem(rev).get(f"{self.rel}/{path}", str(dest), recursive=True)
         return dest
+
+    def filesystem(self, rev: str):
+        """The DVC file system of the repository at `rev`, one per rev: building one reads every dvc.yaml and lock
+        of the repository at that commit (about 6 s here), which each fetch from it would otherwise repeat."""
+        from dvc.api import DVCFileSystem
+
+        if rev not in self.filesystems:
+            self.filesystems[rev] = DVCFileSystem(str(self.root), rev=rev)
+        return self.filesystems[rev]
 
     # --- reading the runs back, and the strategies across seeds ----------------------------------------------
 
@@ -190,7 +204,7 @@ class Study:
     def cross_seed_records(self, revs: dict[str, str], preprocessed: Path) -> list[dict]:
         """Ensemble and soups (uniform and greedy, per part) of each combination's seeds, scored per domain."""
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         by_combination = defaultdict(list)
         for run in self.runs():
@@ -198,9 +212,12 @@ class Study:
         jobs = [(self.project, combination, runs, revs, preprocessed) for combination, runs in by_combination.items()]
         # as many processes as the queue had workers, each in the project's compute mode (spawned: torch fresh)
         with ProcessPoolExecutor(self.settings["jobs"], mp_context=multiprocessing.get_context("spawn")) as pool:
-            done = list(tqdm(pool.map(combination_worker, jobs), total=len(jobs), desc="study: ensembles and soups",
-                             unit="combination"))
-        return [record for records in done for record in records]
+            futures = [pool.submit(combination_worker, job) for job in jobs]
+            # the bar moves as each combination ends, in any order (pool.map's results wait for the first)
+            for _ in tqdm(as_completed(futures), total=len(jobs), desc="study: ensembles and soups",
+                          unit="combination"):
+                pass
+        return [record for future in futures for record in future.result()]
 
     def combination_strategies(self, combination, runs, revs, preprocessed: Path) -> list[dict]:
         from .averaging import PARTS, averaged_model, bn_batches, ensemble_maps, greedy_soup
@@ -252,29 +269,41 @@ class Study:
         cfg = TrainConfig(**self.params["train"])
         val = DataLoader(open_patch_set(patches / "val", train=False, seed=cfg.seed), batch_size=2 * cfg.batch_size)
         loss = make_loss(len(self.params["lesions"]), cfg)
-        soups = {}  # (part, ingredients) -> folder of maps
+        # each soup (part, ingredients) is averaged, and its BatchNorm recomputed, once: the greedy soup's candidates
+        # are often the uniform soup (always, with 2 seeds), scored on val and predicted from the same model
+        averaged, soups, val_scores = {}, {}, {}  # (part, ingredients) -> (model, config); its maps; its val score
+
+        def soup(part: str, kept: tuple[str, ...]):
+            if (part, kept) not in averaged:
+                averaged[part, kept] = averaged_model([models[n] for n in kept], part, models[kept[0]], batches)
+            return averaged[part, kept]
 
         def soup_maps(part: str, kept: tuple[str, ...]) -> Path:
             if len(kept) == 1:  # a soup of one model is that model: nothing averaged, nothing to recompute
                 return work / "maps" / kept[0]
             if (part, kept) not in soups:
-                model, config = averaged_model([models[n] for n in kept], part, models[kept[0]], batches)
                 folder = work / f"soup_{part}_{len(soups)}"
-                self.predict(model, config, folder, maps[kept[0]], preprocessed, manifest)
+                self.predict(*soup(part, kept), folder, maps[kept[0]], preprocessed, manifest)
                 soups[part, kept] = folder
             return soups[part, kept]
 
-        def val_score(part: str, kept: list[str]) -> float:
+        def val_score(part: str, kept: tuple[str, ...]) -> float:
             if len(kept) == 1:
                 return own[kept[0]]
-            model, _ = averaged_model([models[n] for n in kept], part, models[kept[0]], batches)
-            return evaluate_patches(model, val, loss, torch.device("cpu"))[cfg.select_on]
+            if (part, kept) not in val_scores:
+                val_scores[part, kept] = evaluate_patches(soup(part, kept)[0], val, loss,
+                                                          torch.device("cpu"))[cfg.select_on]
+                if kept != tuple(ranked):  # memory: only the uniform soup's model is sure to be predicted later
+                    averaged.pop((part, kept))
+            return val_scores[part, kept]
 
         for part in PARTS:
+            # val first: prediction turns a model's weights channels-last, and val scores its weights as averaged
+            kept, _ = greedy_soup(ranked, lambda kept: val_score(part, tuple(kept)))
             records += scored(f"soup_{part}", soup_maps(part, tuple(ranked)))
-            kept, _ = greedy_soup(ranked, lambda kept: val_score(part, kept))
             records += [r | {"ingredients": len(kept)} for r in scored(f"greedy_soup_{part}",
                                                                        soup_maps(part, tuple(kept)))]
+            averaged.clear()  # this part's maps are written
         return records
 
     @staticmethod
