@@ -22,6 +22,7 @@ BENCHMARKS = {
     "camera_shift": ["--record", str(REPO)],
     "record_ablations": ["--record", str(REPO), "--domain", "synthetic_val", "--tta"],
     "runtimes": [],
+    "study": ["--project", str(REPO / "results/study-combinations")],
 }
 NEEDS_PIPELINE = {"infer", "patchify", "camera_shift", "record_ablations", "runtimes"}
 
