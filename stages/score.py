@@ -10,8 +10,8 @@ import logging
 from pathlib import Path
 
 from micropatch import figures, logs
-from micropatch.evaluation import (cross_domain_rows, cross_domain_table, lesion_mean, operating_point, score_domain,
-                                   write_rows)
+from micropatch.evaluation import (cross_domain_rows, cross_domain_table, is_zero_shot, lesion_mean, operating_point,
+                                   score_domain, write_rows)
 from micropatch.misses import AREA_BINS, CONTRAST_BINS, domain_misses, panel, recall_by
 from micropatch.fileio import load_params, write_json, write_text
 from micropatch.provenance import versions
@@ -39,7 +39,7 @@ def main() -> None:
         domain = json.loads((pred_dir / "domain.json").read_text())
         results[name], per_image = score_domain(domain, pred_dir, args.preprocessed, params,
                                                 args.out / "per_image" / f"{name}.csv")
-        zero_shot[name] = domain["dataset"] not in roles["train_on"]
+        zero_shot[name] = is_zero_shot(domain["dataset"], roles["train_on"])
         points[name] = operating_point(domain, params)
         if not params["panels"]:
             continue

@@ -113,6 +113,12 @@ def lesion_mean(by_lesion: dict) -> dict:
             | {k: float(np.mean([s[k] for s in by_lesion.values()])) for k in MEAN_KEYS})
 
 
+def is_zero_shot(dataset: str, train_on: list[str] | tuple[str, ...]) -> bool:
+    """A test domain is zero-shot for a model that trained on no image of its dataset (any split of it): the one
+    rule of the score stage's tables and of the cross-dataset study's."""
+    return dataset not in train_on
+
+
 def cross_domain_rows(results: dict, zero_shot: dict[str, bool]) -> list[dict]:
     """One dict per (domain, lesion): the paper's cross-domain table columns (fractions, not %), and after a domain
     scored on more than one lesion, its lesion-mean row (lesion "mean")."""

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .evaluation import is_zero_shot
 from .fileio import InputError, load_params, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -198,8 +199,8 @@ class Study:
                 for domain, scored in self.domain_scores(folder, rev).items():
                     records.append({"combination": "+".join(run["combination"]), "seed": run["seed"],
                                     "strategy": strategy, "domain": domain, "n_train_images": n_train,
-                                    "zero_shot": self.params["roles"]["test_on"][domain]["dataset"]
-                                    not in run["combination"]} | scored)
+                                    "zero_shot": is_zero_shot(self.params["roles"]["test_on"][domain]["dataset"],
+                                                              run["combination"])} | scored)
         return records
 
     def cross_seed_records(self, revs: dict[str, str], preprocessed: Path) -> list[dict]:
@@ -245,7 +246,7 @@ class Study:
 
         def scored(strategy: str, folder: Path) -> list[dict]:
             return [meta | {"strategy": strategy, "domain": d,
-                            "zero_shot": domains[d]["dataset"] not in combination}
+                            "zero_shot": is_zero_shot(domains[d]["dataset"], combination)}
                     | score_folder(folder / d, preprocessed, self.params["score"]) for d in domains]
 
         records = []
