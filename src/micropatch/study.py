@@ -117,8 +117,8 @@ class Study:
             self.dvc("queue", "remove", "--failed")  # an earlier attempt's failures would read as this one's
         # no --force: a stage whose code, params and inputs a finished run already had is restored from DVC's run
         # cache, not rerun (download and preprocess are the same in every run, patchify in every seed of a
-        # combination; stages whose outputs are only uncached metrics have no run-cache entry and do run); the
-        # outputs are the same bytes in the reproducible compute mode
+        # combination; train never is: its resume state is a persistent output); the outputs are the same bytes in
+        # the reproducible compute mode
         for run in todo:
             self.dvc("exp", "run", "--queue", "dvc.yaml", "--name", run["name"],
                      "--set-param", f"roles.train_on=[{','.join(run['combination'])}]",
