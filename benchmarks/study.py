@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from micropatch import compute, study
-    from micropatch.fileio import write_json, write_text
+    from micropatch.fileio import write_json
 
     project = study.Study(args.project)
     refs = project.git("for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").split("\n")
@@ -45,9 +45,6 @@ def main() -> None:
     if not runs or missing:
         raise SystemExit(f"no finished experiment for {missing or args.combination}: run the study first")
     preprocessed = project.fetch("data/preprocessed", revs[runs[0]["name"]], project.work / "preprocessed")
-    for r in runs:  # what run_records writes before the strategies read it
-        write_text(project.work / "manifests" / f"{r['name']}.csv", project.read("data/splits/manifest.csv",
-                                                                                 revs[r["name"]]))
     started = time.perf_counter()
     records = project.combination_strategies(combination, runs, revs, preprocessed)
     seconds = time.perf_counter() - started

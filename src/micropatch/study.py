@@ -163,6 +163,12 @@ class Study:
         self.filesystem(rev).get(f"{self.rel}/{path}", str(dest), recursive=True)
         return dest
 
+    def fetch_manifest(self, name: str, rev: str) -> Path:
+        """An experiment's split manifest, written under the study's work folder, where the strategies read it."""
+        manifest = self.work / "manifests" / f"{name}.csv"
+        write_text(manifest, self.read("data/splits/manifest.csv", rev))
+        return manifest
+
     def filesystem(self, rev: str):
         """The DVC file system of the repository at `rev`, one per rev: building one reads every dvc.yaml and lock
         of the repository at that commit (about 6 s here), which each fetch from it would otherwise repeat."""
@@ -191,9 +197,7 @@ class Study:
         records = []
         for run in tqdm(self.runs(), desc="study: reading experiments", unit="exp"):
             rev = revs[run["name"]]
-            manifest = self.work / "manifests" / f"{run['name']}.csv"
-            write_text(manifest, self.read("data/splits/manifest.csv", rev))
-            rows = read_manifest(manifest)
+            rows = read_manifest(self.fetch_manifest(run["name"], rev))
             n_train = sum(r["split"] == "train" for r in rows)
             for strategy, folder in [(BASELINE, "metrics")] + [(s, f"metrics/strategies/{s}") for s in swa]:
                 for domain, scored in self.domain_scores(folder, rev).items():
@@ -238,7 +242,7 @@ class Study:
         ranked = sorted(own, key=lambda n: (-own[n], n))
         first = revs[ranked[0]]
         patches = self.fetch("data/patches", first, work / "patches")
-        manifest = self.work / "manifests" / f"{ranked[0]}.csv"
+        manifest = self.fetch_manifest(ranked[0], first)
         from .split import read_manifest
 
         meta = {"combination": name, "seed": "all", "n_models": len(runs),
