@@ -9,9 +9,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "helpers" / "golden_training.py"
-# sha256 of the checkpoint tests/helpers/golden_training.py writes in reproducible mode with 2 threads.
-# Checked on: AMD EPYC with AVX-512 (this project's machines; see README "Same bytes on every machine").
-GOLDEN_SHA256 = "4cc5cfa00fba5c6242a2380024821009275329faa5a6eb6f58714f8528f0b067"
+# sha256 of the checkpoint tests/helpers/golden_training.py writes in reproducible mode with 2 threads, since MKL's
+# branch is COMPATIBLE. Checked on: an Intel Xeon with AVX-512 VNNI. (Under the AVX2 branch pinned before, AMD EPYCs
+# gave 4cc5cfa0..., this Xeon 3fcfd40f...: README "Same bytes on every machine".)
+GOLDEN_SHA256 = "448410f227b0b0ed793bce7fbe9ffa942bbde4b26d4368318e3c3297aec4517a"
 
 
 def golden(mode: str, tmp_path: Path, threads: int = 2, env: dict | None = None) -> str:
@@ -33,6 +34,14 @@ def test_committed_weights_hold_with_opencv_and_numpy_kernels_switched_down(tmp_
     """Another machine's libraries pick other kernels: none of that may reach the weights."""
     env = dict(os.environ, OPENCV_CPU_DISABLE="AVX512_SKX,AVX2,FMA3,AVX,FP16",
                NPY_DISABLE_CPU_FEATURES="AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX2 FMA3")
+    assert golden("reproducible", tmp_path, env=env) == GOLDEN_SHA256
+
+
+def test_committed_weights_hold_when_mkl_dispatches_as_on_another_vendors_cpu(tmp_path):
+    """On a CPU that is not Intel's, MKL ignores every fixed branch but COMPATIBLE and takes its own dispatch (AUTO).
+    Capping MKL's dispatch at SSE4.2 plays that here: under the AVX2 branch pinned before, the weights moved
+    (3fcfd40f... to 3ac41dba... on an Intel Xeon), as they did between AMD and Intel machines."""
+    env = dict(os.environ, MKL_ENABLE_INSTRUCTIONS="SSE4_2")
     assert golden("reproducible", tmp_path, env=env) == GOLDEN_SHA256
 
 
@@ -59,7 +68,7 @@ def test_settings_are_recorded_and_validated():
     from micropatch import compute
 
     settings = compute.settings("reproducible", 2)
-    assert settings["env"]["MKL_CBWR"] == "AVX2,STRICT" and settings["env"]["OMP_NUM_THREADS"] == "2"
+    assert settings["env"]["MKL_CBWR"] == "COMPATIBLE,STRICT" and settings["env"]["OMP_NUM_THREADS"] == "2"
     assert settings["mkldnn"] is False and json.loads(json.dumps(settings)) == settings
     assert compute.settings("fast") == {"mode": "fast"}
     with pytest.raises(ValueError, match="compute.mode"):
@@ -70,18 +79,23 @@ def test_settings_are_recorded_and_validated():
 
 GOLDEN_INFERENCE = REPO / "tests" / "helpers" / "golden_inference.py"
 # sha256 of the uint8 maps tests/helpers/golden_inference.py writes in reproducible mode with 2 threads.
-GOLDEN_MAPS = {"paper_fp32": "75b80d62333330cbda46d51d1ae5a7ed018643de6d74f44d9e53ef6488d835d8",
-               "fast_fp32": "75b80d62333330cbda46d51d1ae5a7ed018643de6d74f44d9e53ef6488d835d8"}
+GOLDEN_MAPS = {"paper_fp32": "124a45f47c4e4ff99567023ae142d592f55d2bba8964ab2a74b2ea2086d4354e",
+               "fast_fp32": "124a45f47c4e4ff99567023ae142d592f55d2bba8964ab2a74b2ea2086d4354e"}
 
 
-def golden_maps(mode: str) -> dict:
+def golden_maps(mode: str, env: dict | None = None) -> dict:
     out = subprocess.run([sys.executable, str(GOLDEN_INFERENCE), mode, "2"], capture_output=True, text=True,
-                         check=True)
+                         env=env or dict(os.environ), check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_probability_maps_are_the_committed_bytes_in_paper_and_fast_mode():
     assert golden_maps("reproducible") == GOLDEN_MAPS
+
+
+def test_maps_hold_when_mkl_dispatches_as_on_another_vendors_cpu():
+    """As for the weights: under the AVX2 branch the maps were 75b80d62... on AMD EPYCs and 81ac2ab1... here."""
+    assert golden_maps("reproducible", dict(os.environ, MKL_ENABLE_INSTRUCTIONS="SSE4_2")) == GOLDEN_MAPS
 
 
 @pytest.mark.skipif("avx512f" not in cpu_flags(), reason="shows what the pin holds only on a CPU with AVX-512")

@@ -7,8 +7,11 @@ AVX2 up, whatever its core count: measured on an AVX-512 EPYC, each of these cha
 - oneDNN's convolutions. Its AVX2 kernels are brgemm kernels whose blocking comes from the CPU's cache sizes, so
   pinning `ONEDNN_MAX_CPU_ISA=AVX2` makes one machine repeat itself, not two machines agree. So oneDNN (and
   NNPACK, which has its own instruction-set dispatch) is switched off, and convolutions run through ATen's
-  im2col + MKL GEMM, whose code path `MKL_CBWR=AVX2,STRICT` pins (MKL's "conditional numerical reproducibility",
-  with dynamic thread adjustment off).
+  im2col + MKL GEMM, whose code path `MKL_CBWR=COMPATIBLE,STRICT` pins (MKL's "conditional numerical
+  reproducibility", with dynamic thread adjustment off). COMPATIBLE (SSE2 without the approximate rcpps/rsqrtps)
+  because MKL honours every other branch on Intel CPUs only: elsewhere it silently takes AUTO, its own dispatch.
+  The AVX2 branch, pinned here before, gave one set of bytes on AMD EPYCs and another on an Intel Xeon (measured:
+  a fresh clone's `make run` rewrote the trained model). It costs about 1.5x on a convolution-heavy step.
 - ATen's own vectorised kernels (reductions, BatchNorm, the loss): `ATEN_CPU_CAPABILITY=avx2`.
 - The number of intra-op threads, which splits every parallel reduction: fixed (`compute.threads`), not taken
   from the machine's core count.
@@ -28,7 +31,7 @@ DEFAULT_THREADS = 2
 # Read by the libraries when they initialise, so they must be in the environment before torch is imported.
 REPRODUCIBLE_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",
-    "MKL_CBWR": "AVX2,STRICT",
+    "MKL_CBWR": "COMPATIBLE,STRICT",  # the one fixed branch MKL keeps on every vendor's CPU
     "MKL_DYNAMIC": "FALSE",
     "OMP_DYNAMIC": "FALSE",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
