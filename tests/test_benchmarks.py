@@ -39,3 +39,10 @@ def test_benchmark_runs_quick_and_prints_json(name):
                          capture_output=True, text=True, cwd=REPO, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert isinstance(json.loads(out.stdout.strip().splitlines()[-1]), dict)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "benchmarks/results").glob("*.json")), ids=lambda p: p.name)
+def test_committed_results_are_the_json_a_run_printed(path):
+    """The README quotes these files: each must be a run's JSON object (compute.json once held only a line of
+    `time`'s output, and nothing noticed)."""
+    assert isinstance(json.loads(path.read_text()), dict), path
