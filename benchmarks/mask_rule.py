@@ -32,10 +32,12 @@ def resample(values: np.ndarray, width: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--idrid", type=Path, default=os.environ.get("MICROPATCH_IDRID", "../shared/datasets/IDRiD"))
+    parser.add_argument("--idrid", type=Path, default=os.environ.get("MICROPATCH_IDRID") or "../shared/datasets/IDRiD")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     masks = sorted((args.idrid / "A. Segmentation" / "2. All Segmentation Groundtruths").rglob("*.tif"))
+    if not masks:  # `make test` exports MICROPATCH_IDRID empty where there is no IDRiD copy
+        raise SystemExit(f"{args.idrid}: no IDRiD masks there; set MICROPATCH_IDRID or pass --idrid")
     masks = masks[::max(1, len(masks) // 6)][:6] if args.quick else masks
     cases = {"as shipped": lambda v: v, "jpeg q95": lambda v: jpeg(v, 95), "jpeg q75": lambda v: jpeg(v, 75),
              "bilinear to 2544 px": lambda v: resample(v, 2544), "bilinear to 1440 px": lambda v: resample(v, 1440)}

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import idrid_root
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 MODEL, PREPROCESSED = REPO / "data/model/release.safetensors", REPO / "data/preprocessed"
@@ -25,6 +27,7 @@ BENCHMARKS = {
     "study": ["--project", str(REPO / "results/study-combinations")],
 }
 NEEDS_PIPELINE = {"infer", "patchify", "camera_shift", "record_ablations", "runtimes"}
+NEEDS_IDRID = {"mask_rule"}  # real masks only
 
 
 def test_every_script_is_listed():
@@ -35,6 +38,8 @@ def test_every_script_is_listed():
 def test_benchmark_runs_quick_and_prints_json(name):
     if name in NEEDS_PIPELINE and not (MODEL.is_file() and PREPROCESSED.is_dir()):
         pytest.skip("needs the default pipeline's outputs: run `make run` first")
+    if name in NEEDS_IDRID and idrid_root() is None:
+        pytest.skip("needs the real IDRiD copy: set MICROPATCH_IDRID")
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--quick", *BENCHMARKS[name]],
                          capture_output=True, text=True, cwd=REPO, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
