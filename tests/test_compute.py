@@ -64,13 +64,29 @@ def test_configure_refuses_when_torch_was_imported_first():
     assert out.startswith("refused") and "before torch is imported" in out
 
 
+def test_fast_mode_keeps_its_threads_and_the_fast_kernels():
+    """fast: compute.threads intra-op threads (the study's two queue workers, one core each), oneDNN left on."""
+    code = ("from micropatch import compute\ncompute.configure('fast', 1)\nimport torch, os\n"
+            "print(torch.get_num_threads(), torch.backends.mkldnn.enabled, os.environ['OMP_NUM_THREADS'])")
+    env = {k: v for k, v in os.environ.items() if k not in compute_env_names()}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split() == ["1", "True", "1"]
+
+
+def compute_env_names() -> set[str]:
+    from micropatch import compute
+
+    return set(compute.REPRODUCIBLE_ENV) | set(compute.THREAD_ENV)
+
+
 def test_settings_are_recorded_and_validated():
     from micropatch import compute
 
     settings = compute.settings("reproducible", 2)
     assert settings["env"]["MKL_CBWR"] == "COMPATIBLE,STRICT" and settings["env"]["OMP_NUM_THREADS"] == "2"
     assert settings["mkldnn"] is False and json.loads(json.dumps(settings)) == settings
-    assert compute.settings("fast") == {"mode": "fast"}
+    assert compute.settings("fast", 1) == {"mode": "fast", "threads": 1,
+                                           "env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
     with pytest.raises(ValueError, match="compute.mode"):
         compute.settings("turbo")
     with pytest.raises(ValueError, match="threads"):

@@ -100,11 +100,13 @@ def test_study_block_comes_from_the_study_project_and_its_time(tmp_path):
     out.mkdir(parents=True)
     (out / "time.json").write_text(json.dumps({"of": 14, "experiments_run": 14, "workers": 2, "experiments_minutes":
                                                51.5, "strategies_and_tables_minutes": 6.2, "cpu_cores": 2,
-                                               "experiments_committed": ["2026-11-30T21:40:50", "2026-11-30T22:30:00"]}))
+                                               "experiments_committed": ["2026-11-30T21:40:50", "2026-11-30T22:30:00"],
+                                               "total_minutes": 58.1, "compute": {"mode": "fast", "threads": 1}}))
     (out / "strategies.md").write_text("| strategy | x |\n| baseline | 1 |\n")
     (out / "leave_one_out.md").write_text("| test domain | y |\n")
     block = study_block(tmp_path / "results" / STUDY_PROJECT)
     assert block.startswith(STUDY_BEGIN) and block.endswith(STUDY_END)
     assert "14 experiments (14 run in that call) through the DVC queue with 2 workers in 51.5 min" in block
     assert "commits from 2026-11-30T21:40:50 to 2026-11-30T22:30:00" in block
+    assert "queueing to tables, in **58.1 min**, compute mode `fast` with 1 thread per worker" in block
     assert "| baseline | 1 |" in block and "| test domain | y |" in block

@@ -32,7 +32,7 @@ def reduced_study(params: dict) -> None:
                            swa_epochs=2, early_stopping_patience=5)
     params["strategies"] = {"swa_parts": ["full"], "bn_patches": 32}  # the parts: tests/test_averaging.py
     params["infer"]["stride"] = 64
-    params["compute"]["threads"] = 1
+    params["compute"].update(mode="fast", threads=1)  # as the study project's own params
     params["score"].update(bootstrap_draws=20, panels=False)
 
 

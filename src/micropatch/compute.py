@@ -18,8 +18,10 @@ AVX2 up, whatever its core count: measured on an AVX-512 EPYC, each of these cha
 - fbgemm's int8 kernels: without VNNI, AVX2 and AVX-512 multiply-add pairs of int8 products in saturating int16,
   with VNNI they do not, so int8 maps depend on the CPU generation: `FBGEMM_ENABLE_INSTRUCTIONS=AVX2` everywhere.
 
-`fast` leaves every library to pick its fastest path for the machine: about twice the training speed here, the
-same bits only on the same kind of machine. On a GPU neither mode promises bit identity across machines.
+`fast` leaves every library to pick its fastest path for the machine (oneDNN's convolutions among them): 2x to 5x
+the training speed here, the same bits only on the same kind of machine. It keeps `compute.threads` intra-op
+threads too, so that several processes on one machine (the study's queue workers) do not each take every core.
+On a GPU neither mode promises bit identity across machines.
 """
 from __future__ import annotations
 
@@ -48,11 +50,12 @@ def settings(mode: str = "reproducible", threads: int = DEFAULT_THREADS) -> dict
     """The environment and library switches a mode sets: recorded in the model's metadata and in train.json."""
     if mode not in MODES:
         raise ValueError(f"compute.mode must be one of {MODES}, got {mode!r}")
-    if mode == "fast":
-        return {"mode": "fast"}
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"compute.threads must be a positive integer, got {threads!r}")
-    env = REPRODUCIBLE_ENV | {name: str(threads) for name in THREAD_ENV}
+    threads_env = {name: str(threads) for name in THREAD_ENV}
+    if mode == "fast":
+        return {"mode": "fast", "threads": threads, "env": threads_env}
+    env = REPRODUCIBLE_ENV | threads_env
     return {"mode": mode, "threads": threads, "env": env, "mkldnn": False, "nnpack": False}
 
 
@@ -63,17 +66,17 @@ def configure(mode: str = "reproducible", threads: int = DEFAULT_THREADS) -> dic
     environment the bits would silently not be pinned, so that is refused.
     """
     applied = settings(mode, threads)
-    if mode == "reproducible":
-        wrong = {k: os.environ.get(k) for k, v in applied["env"].items() if os.environ.get(k) != v}
-        if wrong and "torch" in sys.modules:
-            raise ComputeModeError(
-                f"compute mode 'reproducible' must be configured before torch is imported (the environment has "
-                f"{wrong}); call micropatch.compute.configure() first, or run in a fresh process")
+    wrong = {k: os.environ.get(k) for k, v in applied["env"].items() if os.environ.get(k) != v}
+    if mode == "reproducible" and wrong and "torch" in sys.modules:
+        raise ComputeModeError(
+            f"compute mode 'reproducible' must be configured before torch is imported (the environment has "
+            f"{wrong}); call micropatch.compute.configure() first, or run in a fresh process")
+    if "torch" not in sys.modules:  # fast: torch.set_num_threads below is what counts once torch is loaded
         os.environ.update(applied["env"])
     import torch
 
+    torch.set_num_threads(threads)
     if mode == "reproducible":
-        torch.set_num_threads(threads)
         torch.backends.mkldnn.enabled = False
         torch.backends.nnpack.set_flags(False)
     return applied

@@ -165,7 +165,10 @@ def study_block(project: Path) -> str:
          f"with {timing['workers']} workers in {timing['experiments_minutes']} min, on {timing['cpu_cores']} CPU "
          "cores; " if "experiments_minutes" in timing else "Measured: ")
         + f"the experiments' commits from {timing['experiments_committed'][0]} to {timing['experiments_committed'][1]}; "
-        f"the ensembles, soups and tables in {timing['strategies_and_tables_minutes']} min.", "",
+        f"the ensembles, soups and tables in {timing['strategies_and_tables_minutes']} min"
+        + (f"; the whole study, queueing to tables, in **{timing['total_minutes']} min**, compute mode "
+           f"`{timing['compute']['mode']}` with {timing['compute']['threads']} thread per worker."
+           if "total_minutes" in timing else "."), "",
         "Strategies (the study's figure 4; `metrics/study/strategies.md`):", "",
         (out / "strategies.md").read_text().strip(), "",
         "Leave-one-out (the study's table 3; `metrics/study/leave_one_out.md`):", "",
