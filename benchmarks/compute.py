@@ -26,7 +26,7 @@ def frame(quick: bool):
     """uint8 (H, W) CLAHE green image and bool FOV of a real IDRiD frame (or a synthetic one of that size)."""
     from micropatch.preprocessing import fov_mask, green_clahe
 
-    root = Path(os.environ.get("MICROPATCH_IDRID", HERE.parent.parent / "shared" / "datasets" / "IDRiD"))
+    root = Path(os.environ.get("MICROPATCH_IDRID") or HERE.parent.parent / "shared" / "datasets" / "IDRiD")  # empty: make test without IDRiD
     path = root / "A. Segmentation" / "1. Original Images" / "a. Training Set" / "IDRiD_03.jpg"
     if path.is_file():
         from micropatch.fileio import read_fundus

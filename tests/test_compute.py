@@ -87,6 +87,8 @@ def test_settings_are_recorded_and_validated():
     assert settings["mkldnn"] is False and json.loads(json.dumps(settings)) == settings
     assert compute.settings("fast", 1) == {"mode": "fast", "threads": 1,
                                            "env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
+    assert compute.settings("fast") == {"mode": "fast"}  # no threads given: the machine's default
+    assert compute.settings("reproducible")["threads"] == compute.DEFAULT_THREADS
     with pytest.raises(ValueError, match="compute.mode"):
         compute.settings("turbo")
     with pytest.raises(ValueError, match="threads"):

@@ -128,3 +128,25 @@ def test_study_without_a_project_folder_is_refused_by_name(tmp_path):
                              str(tmp_path / "nowhere")], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
     assert "nowhere: no params.yaml here" in result.stderr and "--project" in result.stderr
+
+
+def test_a_lesion_absent_from_a_test_domain_does_not_enter_the_study_mean():
+    """SE with no truth in the domain's images: Dice 0 with one false positive, 1 with none; either would move the
+    mean of a strategy by a quarter. The mean is over the lesions present; none present is NaN, not 0."""
+    import math
+
+    from micropatch.study import summary_scores
+
+    def lesion(dice, aupr, truth_lesions):
+        return {"dice": dice, "aupr_11": aupr, "lesions": truth_lesions, "n_images": 2, "resolution": "64x64",
+                "precision": 0.5, "recall": 0.5, "iou": 0.3, "ap": 0.4, "lesion_sensitivity": 0.5,
+                "fps_per_image": 1.0, "froc": 0.5}
+
+    scored = {"lesions": {"MA": lesion(0.4, 0.3, 5), "HE": lesion(0.2, 0.1, 2), "SE": lesion(0.0, 0.0, 0)},
+              "lesion_mean": {"dice": 0.2, "aupr_11": 0.1333}}
+    summary = summary_scores(scored)
+    assert abs(summary["dice"] - 0.3) < 1e-12
+    assert abs(summary["aupr_11"] - 0.2) < 1e-12 and summary["lesions_scored"] == "MA+HE"
+    scored["lesions"]["SE"]["dice"] = 1.0  # the same SE-free images, no false positive this time: no change
+    assert summary_scores(scored) == summary
+    assert math.isnan(summary_scores({"lesions": {"SE": lesion(0.0, 0.0, 0)}})["dice"])

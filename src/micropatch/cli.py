@@ -127,7 +127,7 @@ def cmd_predict(args) -> int:
     runtime, precision = predict_setting(model_path, args.runtime, args.precision, args.compute)
     # the reproducible compute mode pins torch's kernels; the other runtimes pick their own, so it is not theirs
     mode = args.compute or ("reproducible" if runtime == "torch" else "fast")
-    settings = compute.configure(mode, args.threads or compute.DEFAULT_THREADS)  # before torch is imported
+    settings = compute.configure(mode, args.threads)  # before torch is imported (None: the mode's default)
     import torch
     from tqdm import tqdm
 

@@ -19,8 +19,9 @@ AVX2 up, whatever its core count: measured on an AVX-512 EPYC, each of these cha
   with VNNI they do not, so int8 maps depend on the CPU generation: `FBGEMM_ENABLE_INSTRUCTIONS=AVX2` everywhere.
 
 `fast` leaves every library to pick its fastest path for the machine (oneDNN's convolutions among them): 2x to 5x
-the training speed here, the same bits only on the same kind of machine. It keeps `compute.threads` intra-op
-threads too, so that several processes on one machine (the study's queue workers) do not each take every core.
+the training speed here, the same bits only on the same kind of machine. Given `compute.threads`, it keeps that
+many intra-op threads too, so that several processes on one machine (the study's queue workers) do not each take
+every core; without, the machine's default.
 On a GPU neither mode promises bit identity across machines.
 """
 from __future__ import annotations
@@ -46,36 +47,41 @@ class ComputeModeError(RuntimeError):
     """The compute mode cannot be applied (torch was imported first under another environment)."""
 
 
-def settings(mode: str = "reproducible", threads: int = DEFAULT_THREADS) -> dict:
-    """The environment and library switches a mode sets: recorded in the model's metadata and in train.json."""
+def settings(mode: str = "reproducible", threads: int | None = None) -> dict:
+    """The environment and library switches a mode sets: recorded in the model's metadata and in train.json.
+    threads None: DEFAULT_THREADS in reproducible mode (the bits depend on it), the machine's choice in fast mode."""
     if mode not in MODES:
         raise ValueError(f"compute.mode must be one of {MODES}, got {mode!r}")
-    if not isinstance(threads, int) or threads < 1:
+    if threads is None and mode == "reproducible":
+        threads = DEFAULT_THREADS
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
         raise ValueError(f"compute.threads must be a positive integer, got {threads!r}")
-    threads_env = {name: str(threads) for name in THREAD_ENV}
     if mode == "fast":
-        return {"mode": "fast", "threads": threads, "env": threads_env}
-    env = REPRODUCIBLE_ENV | threads_env
+        if threads is None:
+            return {"mode": "fast"}
+        return {"mode": "fast", "threads": threads, "env": {name: str(threads) for name in THREAD_ENV}}
+    env = REPRODUCIBLE_ENV | {name: str(threads) for name in THREAD_ENV}
     return {"mode": mode, "threads": threads, "env": env, "mkldnn": False, "nnpack": False}
 
 
-def configure(mode: str = "reproducible", threads: int = DEFAULT_THREADS) -> dict:
+def configure(mode: str = "reproducible", threads: int | None = None) -> dict:
     """Apply a compute mode to this process and return its settings; call it before anything imports torch.
 
     The environment half only works before torch is imported; if torch is already loaded under a different
     environment the bits would silently not be pinned, so that is refused.
     """
     applied = settings(mode, threads)
-    wrong = {k: os.environ.get(k) for k, v in applied["env"].items() if os.environ.get(k) != v}
+    wrong = {k: os.environ.get(k) for k, v in applied.get("env", {}).items() if os.environ.get(k) != v}
     if mode == "reproducible" and wrong and "torch" in sys.modules:
         raise ComputeModeError(
             f"compute mode 'reproducible' must be configured before torch is imported (the environment has "
             f"{wrong}); call micropatch.compute.configure() first, or run in a fresh process")
     if "torch" not in sys.modules:  # fast: torch.set_num_threads below is what counts once torch is loaded
-        os.environ.update(applied["env"])
+        os.environ.update(applied.get("env", {}))
     import torch
 
-    torch.set_num_threads(threads)
+    if "threads" in applied:
+        torch.set_num_threads(applied["threads"])
     if mode == "reproducible":
         torch.backends.mkldnn.enabled = False
         torch.backends.nnpack.set_flags(False)

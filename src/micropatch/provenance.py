@@ -1,18 +1,18 @@
 """What produced a result: library versions, recorded in every metrics file."""
 import platform
+from importlib.metadata import version
 
 
 def versions() -> dict[str, str]:
-    """Versions of Python and of the libraries that shape the numbers."""
+    """Versions of Python and of the libraries that shape the numbers. MONAI's, smp's, NumPy's and Pillow's from
+    their installed distributions (the same strings as their __version__, without importing them: MONAI and smp
+    take seconds to import, which every score stage of the study paid); torch's and OpenCV's from the modules,
+    whose strings carry what the distribution's do not (torch's build tag, such as +cpu)."""
     import cv2
-    import monai
-    import numpy
-    import PIL
-    import segmentation_models_pytorch
     import torch
 
     from . import __version__
 
     return {"micropatch": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "segmentation_models_pytorch": segmentation_models_pytorch.__version__, "monai": monai.__version__,
-            "numpy": numpy.__version__, "opencv": cv2.__version__, "pillow": PIL.__version__}
+            "segmentation_models_pytorch": version("segmentation-models-pytorch"), "monai": version("monai"),
+            "numpy": version("numpy"), "opencv": cv2.__version__, "pillow": version("pillow")}

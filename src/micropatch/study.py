@@ -367,20 +367,26 @@ def combination_worker(job: tuple) -> list[dict]:
 
 
 def summary_scores(scored: dict) -> dict:
-    """{dice, aupr_11} of a domain's score JSON: its lesion mean, or its one lesion's."""
-    summary = scored.get("lesion_mean") or next(iter(scored["lesions"].values()))
-    return {"dice": summary["dice"], "aupr_11": summary["aupr_11"]}
+    """{dice, aupr_11, lesions_scored} of a domain's score JSON: the lesion mean (evaluation.lesion_mean) over the
+    lesions its test images hold (truth lesions > 0). A lesion absent from a domain's few held-out images has no
+    Dice to speak of: any false positive makes it 0, none makes it 1, which would decide a strategy's mean."""
+    from .evaluation import lesion_mean
+
+    present = {lesion: s for lesion, s in scored["lesions"].items() if s["lesions"] > 0}
+    if not present:
+        return {"dice": math.nan, "aupr_11": math.nan, "lesions_scored": ""}
+    summary = lesion_mean(present) if len(present) > 1 else next(iter(present.values()))
+    return {"dice": summary["dice"], "aupr_11": summary["aupr_11"], "lesions_scored": "+".join(present)}
 
 
 def score_folder(folder: Path, preprocessed: Path, params: dict) -> dict:
-    """{dice, aupr_11} of a folder of maps with its domain.json, scored as the score stage scores (evaluation)."""
-    from .evaluation import lesion_mean, score_domain
+    """{dice, aupr_11, lesions_scored} of a folder of maps with its domain.json, scored as the score stage scores
+    (evaluation), summarised as summary_scores does."""
+    from .evaluation import score_domain
 
     domain = json.loads((folder / "domain.json").read_text())
     by_lesion, _ = score_domain(domain, folder, preprocessed, params, folder / "per_image.csv")
-    return summary_scores({"lesions": by_lesion} | ({"lesion_mean": lesion_mean(by_lesion)}
-                                                    if len(by_lesion) > 1 else {}))
-
+    return summary_scores({"lesions": by_lesion})
 
 
 # --- the study's tables and figures ----------------------------------------------------------------------------
