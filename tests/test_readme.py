@@ -108,5 +108,5 @@ def test_study_block_comes_from_the_study_project_and_its_time(tmp_path):
     assert block.startswith(STUDY_BEGIN) and block.endswith(STUDY_END)
     assert "14 experiments (14 run in that call) through the DVC queue with 2 workers in 51.5 min" in block
     assert "commits from 2026-11-30T21:40:50 to 2026-11-30T22:30:00" in block
-    assert "queueing to tables, in **58.1 min**, compute mode `fast` with 1 thread per worker" in block
+    assert "queueing to tables, in **58.1 min**, compute mode `fast` with 1 thread(s) per worker" in block
     assert "| baseline | 1 |" in block and "| test domain | y |" in block

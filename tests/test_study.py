@@ -146,7 +146,42 @@ def test_a_lesion_absent_from_a_test_domain_does_not_enter_the_study_mean():
               "lesion_mean": {"dice": 0.2, "aupr_11": 0.1333}}
     summary = summary_scores(scored)
     assert abs(summary["dice"] - 0.3) < 1e-12
-    assert abs(summary["aupr_11"] - 0.2) < 1e-12 and summary["lesions_scored"] == "MA+HE"
+    assert abs(summary["aupr_11"] - 0.2) < 1e-12 and summary["lesions_scored"] == "HE+MA"
     scored["lesions"]["SE"]["dice"] = 1.0  # the same SE-free images, no false positive this time: no change
     assert summary_scores(scored) == summary
     assert math.isnan(summary_scores({"lesions": {"SE": lesion(0.0, 0.0, 0)}})["dice"])
+
+
+def test_a_partial_call_keeps_the_whole_runs_time_and_adds_its_own():
+    """time.json's total_minutes and its parts are one call's: a tables-only call after a whole run must not put
+    its strategies time beside the whole run's total; a whole run replaces the record."""
+    from micropatch.study import study_timing
+
+    whole_run = study_timing({}, {"experiments_minutes": 23.4, "strategies_and_tables_minutes": 3.2, "of": 14,
+                                  "experiments_run": 14}, {"total_minutes": 27.0, "compute": {"mode": "fast"}})
+    assert whole_run["total_minutes"] == 27.0 and whole_run["strategies_and_tables_minutes"] == 3.2
+    tables_only = study_timing(whole_run, {"strategies_and_tables_minutes": 5.0},  # queued nothing: no counts
+                               {"total_minutes": 5.1, "compute": {"mode": "fast"}})
+    assert tables_only["strategies_and_tables_minutes"] == 3.2 and tables_only["total_minutes"] == 27.0
+    assert tables_only["last_partial_call"] == {"strategies_and_tables_minutes": 5.0}
+    again = study_timing(tables_only, {"experiments_minutes": 20.0, "strategies_and_tables_minutes": 3.0, "of": 14,
+                                       "experiments_run": 14}, {"total_minutes": 23.0, "compute": {"mode": "fast"}})
+    assert again["total_minutes"] == 23.0 and "last_partial_call" not in again
+    first_partial = study_timing({}, {"strategies_and_tables_minutes": 4.0, "experiments_run": 3, "of": 14},
+                                 {"total_minutes": 9.0, "compute": {"mode": "fast"}})
+    assert first_partial == {"strategies_and_tables_minutes": 4.0, "experiments_run": 3, "of": 14}
+
+
+def test_lesions_scored_is_spelled_one_way_whatever_order_the_scores_come_in():
+    """The score stage's JSON has sorted lesion keys, a folder scored by the study the params' order: one spelling."""
+    from micropatch.study import summary_scores
+
+    def lesion(dice, truth_lesions):
+        return {"dice": dice, "aupr_11": dice / 2, "lesions": truth_lesions, "n_images": 2, "resolution": "64x64",
+                "precision": 0.5, "recall": 0.5, "iou": 0.3, "ap": 0.4, "lesion_sensitivity": 0.5,
+                "fps_per_image": 1.0, "froc": 0.5}
+
+    scores = {"MA": lesion(0.2, 3), "HE": lesion(0.4, 1), "EX": lesion(0.6, 2)}
+    forward = summary_scores({"lesions": scores})
+    backward = summary_scores({"lesions": dict(reversed(list(scores.items())))})
+    assert forward["lesions_scored"] == backward["lesions_scored"] == "EX+HE+MA"

@@ -167,7 +167,9 @@ def study_block(project: Path) -> str:
         + f"the experiments' commits from {timing['experiments_committed'][0]} to {timing['experiments_committed'][1]}; "
         f"the ensembles, soups and tables in {timing['strategies_and_tables_minutes']} min"
         + (f"; the whole study, queueing to tables, in **{timing['total_minutes']} min**, compute mode "
-           f"`{timing['compute']['mode']}` with {timing['compute']['threads']} thread per worker."
+           f"`{timing['compute']['mode']}` with "
+           + (f"{timing['compute']['threads']} thread(s) per worker." if "threads" in timing["compute"]
+              else "the machine's thread count per worker.")
            if "total_minutes" in timing else "."), "",
         "Strategies (the study's figure 4; `metrics/study/strategies.md`):", "",
         (out / "strategies.md").read_text().strip(), "",

@@ -346,14 +346,26 @@ class Study:
         styles = {d: v["style"] for d, v in json.loads(self.read("metrics/characterisation.json", first)).items()}
         records = self.run_records(revs) + self.cross_seed_records(revs, preprocessed)
         write_tables(records, styles, self.out)
-        # how long the last full run took (a call that queued nothing keeps the experiments' time it had)
-        timing = json.loads((self.out / "time.json").read_text()) if (self.out / "time.json").is_file() else {}
-        timing |= self.timing | {"strategies_and_tables_minutes": round((time.monotonic() - started) / 60, 1),
-                                 "experiments_committed": [min(self.committed[n] for n in revs),
-                                                           max(self.committed[n] for n in revs)]}
-        if self.timing.get("experiments_run") == self.timing.get("of"):  # this call ran the whole study
-            timing |= {"total_minutes": round((time.monotonic() - began) / 60, 1), "compute": self.params["compute"]}
+        this_call = self.timing | {"strategies_and_tables_minutes": round((time.monotonic() - started) / 60, 1),
+                                   "experiments_committed": [min(self.committed[n] for n in revs),
+                                                             max(self.committed[n] for n in revs)]}
+        whole = {"total_minutes": round((time.monotonic() - began) / 60, 1), "compute": self.params["compute"]}
+        previous = json.loads((self.out / "time.json").read_text()) if (self.out / "time.json").is_file() else {}
+        timing = study_timing(previous, this_call, whole)
         write_json(self.out / "time.json", timing)
+
+
+def study_timing(previous: dict, this_call: dict, whole: dict) -> dict:
+    """metrics/study/time.json after a call; whole (total_minutes, compute) counts only if the call ran every
+    experiment (this_call's experiments_run == of; a --tables-only call queued none and has neither).
+    It holds the last call that ran the whole study; a later call that ran less (a resumed study, the tables only)
+    keeps that call's figures, so that total_minutes and its parts stay one run's, and adds its own as
+    last_partial_call. Without a whole run on record, the partial call's figures are the record."""
+    if "of" in this_call and this_call.get("experiments_run") == this_call["of"]:
+        return this_call | whole
+    if "total_minutes" in previous:
+        return previous | {"last_partial_call": this_call}
+    return previous | this_call
 
 
 def combination_worker(job: tuple) -> list[dict]:
@@ -376,7 +388,8 @@ def summary_scores(scored: dict) -> dict:
     if not present:
         return {"dice": math.nan, "aupr_11": math.nan, "lesions_scored": ""}
     summary = lesion_mean(present) if len(present) > 1 else next(iter(present.values()))
-    return {"dice": summary["dice"], "aupr_11": summary["aupr_11"], "lesions_scored": "+".join(present)}
+    # sorted: the score stage's JSON has sorted keys, a folder scored here has the params' order; one spelling
+    return {"dice": summary["dice"], "aupr_11": summary["aupr_11"], "lesions_scored": "+".join(sorted(present))}
 
 
 def score_folder(folder: Path, preprocessed: Path, params: dict) -> dict:
