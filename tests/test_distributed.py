@@ -49,8 +49,29 @@ def start(root: Path) -> subprocess.Popen:
 
 def finish(proc: subprocess.Popen) -> str:
     out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out[-3000:]
+    assert proc.returncode == 0, out[-20000:]
     return out
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is pid (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """pid exists and is not a zombie (dead, waiting for a parent to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def history(root: Path) -> list[dict]:
@@ -69,8 +90,16 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve_and_resume_afte
     while not (double / "state" / "last.pt").exists():
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
+    workers = children(proc.pid)
+    assert len(workers) == 2, workers
+    os.killpg(proc.pid, signal.SIGKILL)  # torchrun alone: its workers sit in sessions of their own
     proc.wait()
+    # the workers end with torchrun (parallel.end_with_launcher): left running, they would finish the training and
+    # write the model and the resume state beside the rerun below
+    deadline = time.time() + 30
+    while [pid for pid in workers if running(pid)]:
+        assert time.time() < deadline, f"torchrun's workers {workers} outlived it"
+        time.sleep(0.05)
     assert not (double / "model.safetensors").exists(), "the run ended before the kill; lengthen the epochs"
     out = finish(start(double))
     assert "resuming from" in out, out[-3000:]

@@ -14,7 +14,10 @@ A last global batch that does not split evenly is dropped (with max_steps_per_ep
 """
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -43,11 +46,31 @@ def launched_by_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def end_with_launcher() -> None:
+    """End this worker when torchrun, its launcher, dies. torchrun starts each worker in a session of its own, so a
+    SIGKILL to torchrun alone (the OOM killer, `kill -9`, a killed `dvc repro`) left the workers training and
+    writing the resume state and the model beside the rerun that resumes from them (measured: both ranks survived
+    and wrote model.safetensors). SIGINT and SIGTERM torchrun forwards itself. Linux only (prctl)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        logging.getLogger(__name__).warning("could not tie this worker to torchrun (prctl errno %d): a SIGKILL "
+                                            "to torchrun leaves it running", ctypes.get_errno())
+    elif os.getppid() == 1:  # the launcher died before prctl: the worker is init's already
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def setup() -> Context:
     """Join the process group torchrun describes (NCCL on GPUs, gloo on the CPU), or a single-process context."""
     cuda = torch.cuda.is_available()
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
         return Context(0, 1, torch.device("cuda" if cuda else "cpu"))
+    end_with_launcher()
     local_rank = int(os.environ["LOCAL_RANK"])
     if cuda:
         torch.cuda.set_device(local_rank)
