@@ -387,7 +387,7 @@ def summary_scores(scored: dict) -> dict:
     present = {lesion: s for lesion, s in scored["lesions"].items() if s["lesions"] > 0}
     if not present:
         return {"dice": math.nan, "aupr_11": math.nan, "lesions_scored": ""}
-    summary = lesion_mean(present) if len(present) > 1 else next(iter(present.values()))
+    summary = lesion_mean(present)  # of one lesion: that lesion's
     # sorted: the score stage's JSON has sorted keys, a folder scored here has the params' order; one spelling
     return {"dice": summary["dice"], "aupr_11": summary["aupr_11"], "lesions_scored": "+".join(sorted(present))}
 
