@@ -4,7 +4,9 @@ Runs micropatch.training.train_step itself (channels_last, Dice + Focal, AdamW; 
 training loader and its augmentation, on a patch set: the real-IDRiD record's when present, else a synthetic one
 written to a temp folder, in the compute mode given (--compute; params.yaml's by default). Data time = waiting
 for the next batch; compute time = forward, backward and optimizer step.
-Prints a line and, last, one JSON object.  --quick: 8 timed steps.
+--variants measures each setting alone against the channels_last fp32 baseline, in one run (issue: training
+throughput): contiguous (no channels_last), bf16 (autocast, AVX512-BF16 / AMX CPUs), compile (torch.compile).
+Prints a line per variant and, last, one JSON object.  --quick: 8 timed steps.
 """
 import argparse
 import json
@@ -21,7 +23,10 @@ from micropatch.fileio import load_params
 from micropatch.patches import write_patch_set
 
 REPO = Path(__file__).resolve().parents[1]
-RECORD_PATCHES = Path(__file__).resolve().parents[1] / "results" / "idrid-ma" / "data" / "patches" / "train"
+RECORD_PATCHES = REPO / "results" / "idrid-ma-best" / "data" / "patches" / "train"
+# each alone: (channels_last, precision, compile)
+VARIANTS = {"baseline": (True, "fp32", False), "contiguous": (False, "fp32", False), "bf16": (True, "bf16", False),
+            "compile": (True, "fp32", True)}
 
 
 def synthetic_patch_set(folder: Path, n: int = 512) -> Path:
@@ -40,6 +45,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--patches", type=Path, default=RECORD_PATCHES)
     parser.add_argument("--compute", choices=compute.MODES, default=load_params("compute", REPO / "params.yaml")["mode"])
+    parser.add_argument("--variants", nargs="+", default=["baseline"], choices=VARIANTS)
     args = parser.parse_args()
     settings = compute.configure(args.compute)  # before torch is imported
     import torch
@@ -50,40 +56,52 @@ def main() -> None:
 
     steps, warmup = (8, 2) if args.quick else (args.steps, 3)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    results = {"compute": settings["mode"], "batch_size": args.batch_size, "workers": args.workers, "steps": steps,
+               "device": torch.cuda.get_device_name() if device.type == "cuda"
+               else f"cpu ({torch.get_num_threads()} threads)", "variants": {}}
     with tempfile.TemporaryDirectory() as tmp:
         patches = args.patches if (args.patches / "images.npy").is_file() else synthetic_patch_set(Path(tmp))
-        dataset = PatchDataset(patches, augment=True, seed=0)
-        loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
-                            pin_memory=device.type == "cuda", drop_last=True,
-                            generator=torch.Generator().manual_seed(0))
-        torch.manual_seed(0)
-        cfg = TrainConfig.from_params(REPO / "params.yaml")
-        model = build_model(1, cfg.encoder, None, cfg.attention).to(device).to(memory_format=torch.channels_last)
-        model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
-        loss_fn = make_loss(1, cfg)
-        data_s, compute_s = [], []
-        batches = iter(loader)
-        for step in range(warmup + steps):
-            started = time.perf_counter()
-            images, masks = next(batches)
-            loaded = time.perf_counter()
-            train_step(model, optimizer, scaler, loss_fn, images, masks, device)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if step >= warmup:
-                data_s.append(loaded - started)
-                compute_s.append(time.perf_counter() - loaded)
-    step_s = statistics.median(d + c for d, c in zip(data_s, compute_s))
-    results = {"compute": settings["mode"], "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-               "patch_set": "real IDRiD record" if patches == args.patches else "synthetic", "batch_size": args.batch_size,
-               "workers": args.workers, "steps": steps, "patches_per_s": args.batch_size / step_s,
-               "median_step_s": step_s, "median_data_s": statistics.median(data_s),
-               "data_fraction": sum(data_s) / (sum(data_s) + sum(compute_s)),
-               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
-    print(f"{results['patches_per_s']:.1f} patches/s; data {1000 * results['median_data_s']:.1f} ms of a "
-          f"{1000 * step_s:.0f} ms step ({100 * results['data_fraction']:.1f} %)")
+        results["patch_set"] = "real IDRiD record" if patches == args.patches else "synthetic"
+        for name in args.variants:
+            channels_last, precision, compiled = VARIANTS[name]
+            dataset = PatchDataset(patches, augment=True, seed=0)
+            loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+                                pin_memory=device.type == "cuda", drop_last=True,
+                                generator=torch.Generator().manual_seed(0))
+            torch.manual_seed(0)
+            cfg = TrainConfig.from_params(REPO / "params.yaml")
+            model = build_model(1, cfg.encoder, None, cfg.attention).to(device)
+            model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            model.train()
+            optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            runner = torch.compile(model) if compiled else model
+            scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
+            loss_fn = make_loss(1, cfg)
+            data_s, compute_s = [], []
+            batches = iter(loader)
+            first = time.perf_counter()
+            for step in range(warmup + steps):
+                started = time.perf_counter()
+                images, masks = next(batches)
+                loaded = time.perf_counter()
+                train_step(runner, optimizer, scaler, loss_fn, images, masks, device, precision, channels_last)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                if step >= warmup:
+                    data_s.append(loaded - started)
+                    compute_s.append(time.perf_counter() - loaded)
+                elif step == warmup - 1:
+                    warmup_s = time.perf_counter() - first
+            step_s = statistics.median(d + c for d, c in zip(data_s, compute_s))
+            results["variants"][name] = {
+                "patches_per_s": args.batch_size / step_s, "median_step_s": step_s,
+                "median_data_s": statistics.median(data_s),
+                "data_fraction": sum(data_s) / (sum(data_s) + sum(compute_s)), "warmup_s": warmup_s}
+            base = results["variants"].get("baseline", {}).get("patches_per_s")
+            print(f"{name}: {args.batch_size / step_s:.1f} patches/s"
+                  + (f", {args.batch_size / step_s / base:.2f}x the baseline" if base else "")
+                  + f"; warm-up {warmup_s:.0f} s", flush=True)
+    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(json.dumps(results))
 
 

@@ -48,11 +48,12 @@ def main() -> None:
         extras = (params["hard_negative_keep"], params["lesion_jitter"]) if split == "train" else (0.0, 0)
         images, masks, index, per_image = build_patch_set(rows, args.preprocessed, lesions, params["size"],
                                                           params["stride"], params["background_keep"], params["seed"],
-                                                          *extras)
+                                                          *extras, scale=params["scale"])
         meta = {"split": split, "lesions": lesions, "size": params["size"], "stride": params["stride"],
                 "background_keep": params["background_keep"], "seed": params["seed"],
                 "hard_negative_keep": extras[0], "lesion_jitter": extras[1], "patches": len(index),
                 "lesion_patches": sum(1 for r in index if r["lesion_pixels"] > 0), "per_image": per_image}
+        meta |= {} if params["scale"] == 1.0 else {"scale": params["scale"]}  # the method's sets stay as they were
         write_patch_set(args.out / split, images, masks, index, meta)
         logging.info("patchify %s: %d patches (%d with lesion) from %d images", split, meta["patches"],
                      meta["lesion_patches"], len(per_image))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from micropatch import figures, logs
 from micropatch.evaluation import (cross_domain_rows, cross_domain_table, is_zero_shot, lesion_mean, operating_point,
-                                   score_domain, write_rows)
+                                   score_domain, write_headlines, write_rows)
 from micropatch.misses import AREA_BINS, CONTRAST_BINS, domain_misses, panel, recall_by
 from micropatch.fileio import load_params, write_json, write_text
 from micropatch.provenance import versions
@@ -78,11 +78,11 @@ def main() -> None:
         figures.training_figure(list(csv.DictReader(f, delimiter="\t")), plots / "training.png")
     figures.bars_figure(results, plots / "cross_domain.png")
     for name, by_lesion in results.items():
-        write_json(args.out / "domains" / f"{name}.json", {
-            "domain": name, "zero_shot": zero_shot[name], "lesions": by_lesion,
-            **({"lesion_mean": lesion_mean(by_lesion)} if len(by_lesion) > 1 else {}),
-            "operating_point": points[name],
-            "seed": params["seed"], "versions": versions()})
+        scored = {"domain": name, "zero_shot": zero_shot[name], "lesions": by_lesion,
+                  **({"lesion_mean": lesion_mean(by_lesion)} if len(by_lesion) > 1 else {}),
+                  "operating_point": points[name], "seed": params["seed"], "versions": versions()}
+        write_json(args.out / "domains" / f"{name}.json", scored)
+        write_headlines(scored, args.out / "headline")
     rows = cross_domain_rows(results, zero_shot)
     write_json(args.out / "cross_domain.json", rows)
     write_text(args.out / "cross_domain.md", cross_domain_table(rows))

@@ -12,7 +12,8 @@ from .datasets import ADAPTERS
 from .fileio import InputError, load_params, sha256_file
 from .postprocess import OPERATING_DEFAULTS
 
-from .recipe import PREDICT_DEFAULTS, RUNTIMES, predict_setting
+from . import predict as predict_args
+from .recipe import AUTO_RESCALE_TOLERANCE, PREDICT_DEFAULTS, RUNTIMES
 
 
 def cmd_synth(args) -> None:
@@ -108,76 +109,11 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    """Lesion maps, masks, overlay and lesion list for each image; one JSON summary line per image on stdout."""
-    import json
-    import time
+    """Lesion maps, masks, overlay and lesion list for each photograph, a run record and report.html; one JSON
+    summary line per photograph on stdout (micropatch.predict)."""
+    from .predict import run
 
-    from . import compute
-    from .fileio import write_json
-
-    stems = {}
-    for image in args.images:
-        if image.stem in stems:
-            raise InputError(f"{stems[image.stem]} and {image} share the name '{image.stem}', so their outputs would "
-                             "overwrite each other in one --out folder: rename one, or predict them in two calls")
-        stems[image.stem] = image
-    from .shipped import resolve_model
-
-    model_path = resolve_model(args.model, args.model_sha256)
-    runtime, precision = predict_setting(model_path, args.runtime, args.precision, args.compute)
-    # the reproducible compute mode pins torch's kernels; the other runtimes pick their own, so it is not theirs
-    mode = args.compute or ("reproducible" if runtime == "torch" else "fast")
-    settings = compute.configure(mode, args.threads)  # before torch is imported (None: the mode's default)
-    import torch
-    from tqdm import tqdm
-
-    from .inference import DEFAULTS
-    from .postprocess import OPERATING_DEFAULTS
-    from .predict import predict_image
-    from .preprocessing import DEFAULTS as PREPROCESS_DEFAULTS
-    from .recipe import resolve
-    from .runtimes import load_model
-
-    device = "cuda" if torch.cuda.is_available() and runtime == "torch" else "cpu"
-    started = time.perf_counter()
-    model, config = load_model(model_path, runtime, precision, args.threads, device)  # compiled once per call
-    loaded_s = time.perf_counter() - started
-    point = resolve(config, "operating_point", {"threshold": args.threshold, "min_area": args.min_area},
-                    OPERATING_DEFAULTS)
-    infer = resolve(config, "inference", {"mode": args.mode or PREDICT_DEFAULTS["mode"], "runtime": runtime,
-                                          "first_pass_tilings": args.first_pass_tilings
-                                          or PREDICT_DEFAULTS["first_pass_tilings"],
-                                          "shifted_evidence": PREDICT_DEFAULTS["shifted_evidence"]
-                                          if args.shifted_evidence is None else args.shifted_evidence,
-                                          "precision": getattr(model, "precision", precision), "tta": args.tta,
-                                          "rescale_fov": args.rescale_fov},
-                    DEFAULTS)
-    # fast mode is paper's map at every pixel >= refine_threshold: at or below the operating threshold, the masks
-    # are paper's masks
-    if args.threshold is not None or args.min_area is not None:
-        point.pop("per_lesion", None)  # a point given on the command line holds for every lesion
-    infer["refine_threshold"] = min(infer["refine_threshold"], point["threshold"],
-                                    *(p.get("threshold", 1.0) for p in point.get("per_lesion", {}).values()))
-    preprocess = resolve(config, "preprocess", {"clahe_clip_limit": args.clahe_clip_limit,
-                                                "clahe_grid": args.clahe_grid, "fov_threshold": args.fov_threshold},
-                         PREPROCESS_DEFAULTS)
-    write_json(args.out / "predict_args.json", {
-        "images": [str(p) for p in args.images], "model": str(args.model or model_path),
-        "model_file": str(model_path), "operating_point": point, "inference": infer, "preprocess": preprocess,
-        "compute": settings, "device": device})
-    failed = 0
-    for image in tqdm(args.images, desc="predict", unit="img"):
-        try:
-            began = time.perf_counter()
-            summary = predict_image(model, config, image, args.out, infer, preprocess, point, device=device)
-            print(json.dumps(summary | {"seconds": round(time.perf_counter() - began, 2)}))
-        except InputError as err:  # one bad photograph does not stop the others
-            failed += 1
-            print(f"micropatch predict: error: {err}", file=sys.stderr)
-    logging.info("predict: %d image(s) with %s %s, %s mode; model ready in %.1f s, %.1f s in all",
-                 len(args.images) - failed, runtime, precision, infer["mode"], loaded_s,
-                 time.perf_counter() - started)
-    return 2 if failed else 0
+    return run(args)
 
 
 def cmd_export(args) -> int:
@@ -235,6 +171,17 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    """Proxy experiments: variants of a record's params, each trained for the protocol's short budget and scored on
+    the record's full tune and val photographs, a row each in the committed table (micropatch.ablation)."""
+    from . import compute
+    from .ablation import load_variants, main_args
+
+    protocol, _ = load_variants(args.variants_file)
+    compute.configure(protocol.get("compute.mode", "fast"), protocol.get("compute.threads"))  # before torch
+    return main_args(args)
+
+
 def cmd_pipeline(args) -> int:
     """Write dvc.yaml for the root project and every record (or check that they are current)."""
     from .pipeline import is_current, projects, write
@@ -265,9 +212,16 @@ def cmd_study(args) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument error is one line on stderr (exit 2), not the usage block above it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     logs.setup()
-    parser = argparse.ArgumentParser(prog="micropatch", description=__doc__)
+    parser = OneLineParser(prog="micropatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     synth = sub.add_parser("synth", help="write the synthetic datasets of params `synthetic` in their official "
                                          "layouts (the embedded default is shipped: make data restores it)")
@@ -301,12 +255,29 @@ def main(argv: list[str] | None = None) -> int:
     ins.add_argument("--uncertain-as-lesion", action="store_true",
                      help="retinal_lesions: value 127 (a lesion the authors excluded) counts as lesion")
     ins.set_defaults(func=cmd_inspect)
-    pr = sub.add_parser("predict", help="native-resolution lesion maps for fundus photographs (JPEG/PNG/TIFF)")
-    pr.add_argument("images", nargs="+", type=Path)
-    pr.add_argument("--model", help="a micropatch checkpoint file, or an https URL of one (with --model-sha256); "
-                                    "default: the shipped model, models/idrid-ma/model.safetensors (its MODEL_CARD.md)")
+    pr = sub.add_parser("predict", help="native-resolution lesion maps for fundus photographs (JPEG/PNG/TIFF), "
+                                        "files or folders, with report.html")
+    pr.add_argument("images", nargs="+", type=Path,
+                    help="photographs, folders of them (JPEG, PNG, TIFF) or quoted glob patterns")
+    pr.add_argument("--out", required=True, type=Path,
+                    help="output folder (created); a folder's subfolders are mirrored in it (--recursive)")
+    pr.add_argument("--recursive", action="store_true", help="also the photographs in the folders' subfolders")
+    pr.add_argument("--model", help="a micropatch checkpoint file (.safetensors) or its ONNX export, or an https "
+                                    "URL of one (with --model-sha256); default: the shipped model, "
+                                    "models/idrid-ma/model.safetensors (its MODEL_CARD.md)")
     pr.add_argument("--model-sha256", help="the sha256 a --model URL must have; the file is kept in "
                                            "$MICROPATCH_CACHE (default ~/.cache/micropatch) and verified")
+    pr.add_argument("--rescale-fov", choices=("auto", "on", "off"),
+                    help="resample each photograph so that its field of view has the model's training diameter, "
+                         "and the maps back: auto (default) when it differs by more than "
+                         f"{int(AUTO_RESCALE_TOLERANCE * 100)} %%; the minimum component area is scaled with it")
+    pr.add_argument("--threshold", type=predict_args.threshold_arg,
+                    help="probability in [0, 1] that makes the masks (default: the model's operating point)")
+    pr.add_argument("--min-area", type=predict_args.min_area_arg,
+                    help="predicted components smaller than this many px (at the model's training scale) are "
+                         "dropped; >= 0 (default: the model's operating point)")
+    pr.add_argument("--overlay", choices=tuple(predict_args.OVERLAY_FORMATS), default="jpeg",
+                    help=f"full-size overlay as JPEG (quality {predict_args.JPEG_QUALITY}, default) or PNG")
     pr.add_argument("--runtime", choices=RUNTIMES,
                     help="where the windows run (default: openvino, or torch for --compute reproducible); "
                          "onnxruntime and openvino run the model's ONNX export")
@@ -316,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--compute", choices=("reproducible", "fast"),
                     help="torch only: reproducible (the pipeline's infer stage bytes on any x86-64 CPU from AVX2 "
                          "up; implies --runtime torch) or fast")
+    pr.add_argument("--mode", choices=("paper", "fast"),
+                    help="paper: the model's 128/64 windows, every one; fast (default): the same windows, the "
+                         "overlapping ones only near candidates, so masks at the operating point are paper's")
     pr.add_argument("--first-pass-tilings", type=int, choices=(1, 2),
                     help="fast mode: windows tiling the photograph once or twice (shifted by half a window) before "
                          "refining near candidates; 1 misses lesions on window borders (default 2)")
@@ -323,21 +297,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="fast mode, 2 tilings: run a shifted window only where the first tiling's maps reach this "
                          f"probability in it; 0: all of them (default {PREDICT_DEFAULTS['shifted_evidence']})")
     pr.add_argument("--threads", type=int, help="CPU threads (default: all cores; torch reproducible: 2)")
-    pr.add_argument("--out", required=True, type=Path)
-    pr.add_argument("--mode", choices=("paper", "fast"),
-                    help="paper: the model's 128/64 windows, every one; fast (default): the same windows, the "
-                         "overlapping ones only near candidates, so masks at the operating point are paper's")
     pr.add_argument("--clahe-clip-limit", type=float, help="default: the model's recipe")
     pr.add_argument("--clahe-grid", type=int, help="default: the model's recipe")
     pr.add_argument("--fov-threshold", type=int, help="default: the model's recipe")
     pr.add_argument("--tta", choices=("none", "flips"), help="flips: mean over 4 flips of each window, 4x the "
                                                               "compute (default: the model's recipe)")
-    pr.add_argument("--rescale-fov", action=argparse.BooleanOptionalAction,
-                    help="resample each photograph to the training images' FOV diameter, and the maps back "
-                         "(default: the model's recipe)")
-    pr.add_argument("--threshold", type=float, help="default: the model's operating point")
-    pr.add_argument("--min-area", type=int, help="predicted components smaller than this (px) are dropped "
-                                                 "(default: the model's operating point)")
     pr.set_defaults(func=cmd_predict)
     ex = sub.add_parser("export", help="write a checkpoint as ONNX (recipe in its metadata) for onnxruntime/openvino")
     ex.add_argument("model", type=Path, help="a micropatch checkpoint (.safetensors)")
@@ -373,6 +337,16 @@ def main(argv: list[str] | None = None) -> int:
     tu.add_argument("--write-best", action="store_true",
                     help="write the best trial's values into params.yaml (comments kept), for `dvc repro`")
     tu.set_defaults(func=cmd_tune)
+    ab = sub.add_parser("ablate", help="proxy experiments: variants of a record's params trained for a short fixed "
+                                       "budget, scored on its full tune and val photographs, one table row each")
+    ab.add_argument("variants", nargs="+", help="names in the variants file (baseline, bce, scale050, ...)")
+    ab.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ab.add_argument("--record", type=Path, default=Path("results/idrid-ma-best"),
+                    help="the record whose params, split and preprocessed data the variants use")
+    ab.add_argument("--variants-file", type=Path, default=Path("benchmarks/ablations.yaml"))
+    ab.add_argument("--table", type=Path, default=Path("benchmarks/results/ablations.csv"),
+                    help="the committed table a row per run is appended to")
+    ab.set_defaults(func=cmd_ablate)
     pl = sub.add_parser("pipeline", help="write dvc.yaml of the root project and of every record under results/ "
                                          "from params.yaml and the stage scripts' imports")
     pl.add_argument("--check", action="store_true", help="only check that every dvc.yaml is current (exit 1 if not)")
@@ -402,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"micropatch {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        print(f"\nmicropatch {args.command}: interrupted{f': {err}' if str(err) else ''}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -17,19 +17,19 @@ log = logging.getLogger(__name__)
 
 
 def score_images(items, threshold: float, min_area: int = 0, bootstrap_draws: int = 1000,
-                 seed: int = 0) -> tuple[dict, list[dict]]:
+                 seed: int = 0, min_areas: dict[str, int] | None = None) -> tuple[dict, list[dict]]:
     """Pooled pixel + lesion-level summary and per-image rows from (image_id, probability_u8, truth, fov) items.
 
     P/R/Dice/IoU, lesion sensitivity and FPs/image are those of the operating point (threshold, min_area:
-    postprocess.operating_mask); aupr_11, AP and the curves rank the probabilities. Items are consumed one at a
-    time, so memory stays flat in the number of images.
+    postprocess.operating_mask; min_areas: an image's own, where it was predicted rescaled); aupr_11, AP and the
+    curves rank the probabilities. Items are consumed one at a time, so memory stays flat in the number of images.
     """
     hists, lesion_counts, pixel_counts, lesion_hits, rows = [], [], [], [], []
     for image_id, probability_u8, truth, fov in items:
         hists.append(image_histograms(probability_u8, truth, fov))
         lesion_counts.append(image_lesion_counts(probability_u8, truth, fov))
         inside = probability_u8 if fov is None else np.where(fov, probability_u8, 0).astype(np.uint8)
-        mask = operating_mask(inside, threshold, min_area)
+        mask = operating_mask(inside, threshold, (min_areas or {}).get(image_id, min_area))
         pixels = (int((mask & truth).sum()), int((mask & ~truth).sum()), int((~mask & truth).sum()))
         lesions, found, false_positives = mask_lesion_counts(mask, truth)
         pixel_counts.append(pixels)
@@ -94,6 +94,25 @@ def score_domain(domain: dict, pred_dir: Path, preprocessed: Path, params: dict,
         all_rows += [{"lesion": lesion, **row} for row in rows]
     write_rows(per_image_csv, all_rows)
     return results, all_rows
+
+
+# What `dvc metrics show` prints, one file per domain and lesion (metrics/headline/<domain>_<lesion>.json): the
+# operating point's pixel scores, the two ranking scores and the lesion-level ones. Curves, per-threshold lists and
+# the rest stay in metrics/domains/, a plain output, so the table stays readable.
+HEADLINE_KEYS = ("precision", "recall", "dice", "aupr_11", "ap", "lesion_sensitivity", "fps_per_image", "froc")
+
+
+def headline(summary: dict) -> dict:
+    """The HEADLINE_KEYS of one lesion's summary (a domain JSON's lesions[lesion])."""
+    return {key: summary[key] for key in HEADLINE_KEYS}
+
+
+def write_headlines(domain_json: dict, folder: Path) -> None:
+    """metrics/headline/<domain>_<lesion>.json of one domain's scores (the score stage's domains/<domain>.json)."""
+    from .fileio import write_json
+
+    for lesion, summary in domain_json["lesions"].items():
+        write_json(Path(folder) / f"{domain_json['domain']}_{lesion}.json", headline(summary))
 
 
 CROSS_DOMAIN_KEYS = ("n_images", "resolution", "precision", "recall", "dice", "iou", "aupr_11", "ap",

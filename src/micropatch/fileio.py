@@ -6,7 +6,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -71,6 +73,40 @@ def staged_folder(dest: str | Path) -> Iterator[Path]:
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp / "root", dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until it ends, then raise it: a few renames that
+    belong together are not cut in half."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def staged_files(dest: str | Path) -> Iterator[Path]:
+    """Yield an empty hidden folder inside `dest` to write a set of files into; when the block succeeds they are
+    moved into `dest` together (a Ctrl-C waits for the moves), else removed: the set lands whole or not at all,
+    and the files of `dest` it would replace stay as they were until then."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".staged.", dir=dest))
+    try:
+        yield tmp
+        with deferred_interrupt():
+            for path in sorted(tmp.iterdir()):
+                os.replace(path, dest / path.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from .fileio import read_png
-from .model import normalise
-from .recipe import INFER_DEFAULTS, model_recipe
+from .model import Autocast, normalise
+from .recipe import AUTO_RESCALE_TOLERANCE, INFER_DEFAULTS, RESCALE_CHOICES, model_recipe
 from .patches import window_sums
 
 MODES = ("paper", "fast")
@@ -25,9 +25,9 @@ DEFAULTS = INFER_DEFAULTS | {"window": 128, "stride": 64, "runtime": "torch", "f
 
 
 def sliding_window_probability(model: torch.nn.Module, image: np.ndarray, window: int = 128, stride: int = 64,
-                               batch_size: int = 32, device: str | torch.device = "cpu") -> np.ndarray:
+                               batch_size: int = 32, device: str | torch.device = "cpu", progress=None) -> np.ndarray:
     """Probability maps float32 (L, H, W) of a uint8 (H, W) image, or (H, W, C) for a model of C input channels:
-    sigmoid per window, overlaps averaged."""
+    sigmoid per window, overlaps averaged. progress: as predict_probability's."""
     from monai.inferers import sliding_window_inference
 
     if not 0 < stride <= window:
@@ -38,10 +38,16 @@ def sliding_window_probability(model: torch.nn.Module, image: np.ndarray, window
     def predictor(batch: torch.Tensor) -> torch.Tensor:
         batch = normalise(batch).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, enabled=device.type == "cuda"):
-            return torch.sigmoid(model(batch).float())
+            probability = torch.sigmoid(model(batch).float())
+        if progress is not None:
+            progress.update(len(batch))
+        return probability
 
     # float64 accumulator: a sum of 1-4 float32 window outputs divided by its count is then exact
     channels = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
+    if progress is not None:  # MONAI's grid: the window starts of each axis, the last one flush with the edge
+        rows, cols = (len(range(0, max(size - window, 0) + stride, stride)) for size in channels.shape[1:])
+        plan(progress, rows * cols)
     tensor = torch.from_numpy(np.ascontiguousarray(channels, dtype=np.float64))[None].to(device)
     with torch.inference_mode():
         probability = sliding_window_inference(
@@ -126,9 +132,15 @@ def calibration_batch(image: np.ndarray, fov: np.ndarray, window: int, stride: i
     return normalise(torch.from_numpy(windows)[:, None])
 
 
+def plan(progress, windows: int) -> None:
+    """Grow a progress bar's total by windows about to run."""
+    progress.total = (progress.total or 0) + int(windows)
+    progress.refresh()
+
+
 def accumulate_windows(model: torch.nn.Module, image: np.ndarray, boxes: list[tuple[int, int]], window: int,
                        batch_size: int, device: torch.device, total: np.ndarray | None = None,
-                       count: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       count: np.ndarray | None = None, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """Add the sigmoid maps of the windows starting at `boxes` (y, x px) of a uint8 (H, W) image to the sums.
 
     Returns (total float64 (L, H, W), count int32 (H, W)): float64 sums of float32 outputs, divided by the count
@@ -147,13 +159,15 @@ def accumulate_windows(model: torch.nn.Module, image: np.ndarray, boxes: list[tu
             for (y, x), window_probability in zip(chunk, probability):
                 total[:, y:y + window, x:x + window] += window_probability
                 count[y:y + window, x:x + window] += 1
+            if progress is not None:
+                progress.update(len(chunk))
     return total, count
 
 
 def refined_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarray, window: int = 128,
                         stride: int = 64, refine_threshold: float = 0.15, batch_size: int = 32,
                         device: str | torch.device = "cpu", tilings: int = 1,
-                        shifted_evidence: float = 0.0) -> np.ndarray:
+                        shifted_evidence: float = 0.0, progress=None) -> np.ndarray:
     """Probability maps float32 (L, H, W) from paper's windows, the overlapping ones run only near candidates.
 
     image: uint8 (H, W); fov: bool (H, W). First the paper grid's windows that tile the image once and touch the
@@ -182,7 +196,9 @@ def refined_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarr
     total = count = None
     while todo.any():
         boxes = [(ys[i], xs[j]) for i, j in zip(*np.nonzero(todo))]
-        total, count = accumulate_windows(model, padded, boxes, window, batch_size, device, total, count)
+        if progress is not None:
+            plan(progress, len(boxes))
+        total, count = accumulate_windows(model, padded, boxes, window, batch_size, device, total, count, progress)
         done |= todo
         mean = total / np.maximum(count, 1)  # 0 where no window ran: total is 0 there
         candidates = (mean >= refine_threshold).any(axis=0) & inside
@@ -215,41 +231,59 @@ class FlipAverage(torch.nn.Module):
         return torch.logit(total / 4, eps=1e-7)
 
 
-def rescaled_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarray, params: dict,
-                         device: str | torch.device = "cpu") -> np.ndarray:
-    """predict_probability on the image resampled so that its FOV diameter is params' fov_diameter (the training
-    images' median), the maps resampled back to the native frame (bilinear)."""
-    import cv2
-
+def fov_scale(fov: np.ndarray, params: dict) -> tuple[int, float]:
+    """(FOV diameter px, scale): the factor predict_probability resamples an image by before its windows run (1.0:
+    none), by params' rescale_fov (False, True, or "auto": only beyond AUTO_RESCALE_TOLERANCE) and fov_diameter
+    (the training images' median, which the model carries)."""
     from .preprocessing import fov_diameter
 
+    setting = params.get("rescale_fov", False)
+    if setting not in RESCALE_CHOICES:
+        raise ValueError(f"infer.rescale_fov {setting!r}: choose one of {RESCALE_CHOICES}")
+    diameter = fov_diameter(fov)
+    if setting is False or not diameter:
+        return diameter, 1.0
     target = params.get("fov_diameter")
     if not target:
+        if setting == "auto":  # a model written before rescaling existed: nothing to rescale to
+            return diameter, 1.0
         raise ValueError("infer.rescale_fov needs the training images' FOV diameter, which this model does not "
                          "carry (it was written before rescaling existed): set rescale_fov false")
-    diameter = fov_diameter(fov)
-    native = params | {"rescale_fov": False}
-    scale = target / diameter if diameter else 1.0
-    if abs(scale - 1) < 0.01:  # within 1 %: resampling would only blur
-        return predict_probability(model, image, fov, native, device)
+    scale = target / diameter
+    tolerance = AUTO_RESCALE_TOLERANCE if setting == "auto" else 0.01  # within 1 %, resampling would only blur
+    return diameter, 1.0 if abs(diameter / target - 1) <= tolerance else scale
+
+
+def rescaled_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarray, params: dict, scale: float,
+                         device: str | torch.device = "cpu", progress=None) -> np.ndarray:
+    """predict_probability on the image resampled by `scale` (fov_scale: its FOV diameter becomes the training
+    images'), the maps resampled back to the native frame (bilinear)."""
+    import cv2
+
     height, width = image.shape
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     resampled = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
     resampled_fov = cv2.resize(fov.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-    probability = predict_probability(model, resampled, resampled_fov, native, device)
+    probability = predict_probability(model, resampled, resampled_fov, params | {"rescale_fov": False, "scale": 1.0},
+                                      device, progress)
     back = np.stack([cv2.resize(channel, (width, height), interpolation=cv2.INTER_LINEAR) for channel in probability])
     return np.where(fov, np.clip(back, 0, 1), 0.0).astype(np.float32)
 
 
 def predict_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarray, params: dict,
-                        device: str | torch.device = "cpu") -> np.ndarray:
+                        device: str | torch.device = "cpu", progress=None) -> np.ndarray:
     """(L, H, W) probabilities, 0 outside the FOV, by params `infer`: mode paper or fast (which reads
     refine_threshold, first_pass_tilings and shifted_evidence), runtime torch (precision fp32, or int8 on the CPU: a copy of the model quantized with ranges
     from calibration_windows of this image's own first-pass windows, so an image's maps never depend on which
     images came before it) or onnxruntime / openvino (model: a runtimes.ExportedModel loaded for that runtime and
-    precision), tta none or flips, rescale_fov (rescaled_probability)."""
-    if params.get("rescale_fov"):
-        return rescaled_probability(model, image, fov, params, device)
+    precision), tta none or flips, rescale_fov (fov_scale, rescaled_probability).
+
+    progress: None, or a tqdm-like bar whose total grows by the windows planned and which is updated by those run.
+    """
+    # the photograph to the training images' frame (rescale_fov), then to the model's working scale (its recipe)
+    scale = fov_scale(fov, params)[1] * params.get("scale", 1.0)
+    if scale != 1.0:
+        return rescaled_probability(model, image, fov, params, scale, device, progress)
     from .runtimes import ExportedModel, check_runtime
 
     mode, precision = params.get("mode", "paper"), params.get("precision", "fp32")
@@ -269,15 +303,18 @@ def predict_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarr
                              "(autocast to fp16 applies on CUDA)")
         model = int8_copy(model, calibration_batch(image, fov, params["window"], params["stride"],
                                                    params["calibration_windows"]))
+    elif precision == "bf16":
+        model = Autocast(model, "bf16")
     if tta == "flips":
         model = FlipAverage(model)
     if mode == "paper":
         probability = sliding_window_probability(model, image, params["window"], params["stride"],
-                                                 params["batch_size"], device)
+                                                 params["batch_size"], device, progress)
     else:
         probability = refined_probability(model, image, fov, params["window"], params["stride"],
                                           params["refine_threshold"], params["batch_size"], device,
-                                          params.get("first_pass_tilings", 1), params.get("shifted_evidence", 0.0))
+                                          params.get("first_pass_tilings", 1), params.get("shifted_evidence", 0.0),
+                                          progress)
     return np.where(fov, probability, 0.0).astype(np.float32)  # nothing outside the field of view is a lesion
 
 

@@ -98,9 +98,23 @@ def bootstrap_mean_ci(values: np.ndarray, draws: int = 1000, seed: int = 0) -> t
     values = np.asarray(values, float)
     if values.size == 0:
         return float("nan"), float("nan"), float("nan")
+    if draws == 0:  # no interval asked for (proxy runs)
+        return float(values.mean()), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, values.size, (draws, values.size))].mean(axis=1)
     return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+# A map is degenerate when it marks fewer pixels at p >= 0.5 than a tenth of the true ones, or none: its aupr_11
+# then reads mostly the challenge's convention (precision 1 where nothing is predicted: an empty map scores about
+# 0.5), not a ranking. Tables mark such rows; AP is the ranking score to read.
+DEGENERATE_SHARE = 0.1
+
+
+def is_degenerate(pooled: np.ndarray) -> bool:
+    """Whether a pooled (2, 256) histogram's map is degenerate (DEGENERATE_SHARE)."""
+    predicted = int(pooled[:, threshold_level(0.5):].sum())
+    return predicted == 0 or predicted < DEGENERATE_SHARE * int(pooled[1].sum())
 
 
 def summarise(hists: list[np.ndarray], threshold: float, bootstrap_draws: int = 1000, seed: int = 0,
@@ -114,7 +128,8 @@ def summarise(hists: list[np.ndarray], threshold: float, bootstrap_draws: int = 
     pooled = np.sum(hists, axis=0) if hists else np.zeros((2, LEVELS), np.int64)
     operating = [counts_at(h, threshold) for h in hists] if operating is None else operating
     out = scores(*(np.sum(operating, axis=0).tolist() if operating else (0, 0, 0)))
-    out.update(aupr_11=aupr_11(pooled), ap=average_precision(pooled), threshold=threshold, n_images=len(hists))
+    out.update(aupr_11=aupr_11(pooled), ap=average_precision(pooled), degenerate=is_degenerate(pooled),
+               threshold=threshold, n_images=len(hists))
     out.update(curves(pooled))
     per_image = [scores(*c)["dice"] for c in operating]
     mean, low, high = bootstrap_mean_ci(np.array(per_image), bootstrap_draws, seed)

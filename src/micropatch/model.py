@@ -109,6 +109,30 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Mod
     return model.to(device).eval(), config
 
 
+# Network precision on the CPU: fp32, or bf16 (autocast: convolutions in bfloat16 on CPUs with AVX512-BF16 or AMX,
+# losses, BatchNorm statistics and weights in float32). CUDA always autocasts (float16), as before.
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """The autocast context of a forward pass: float16 on CUDA (as always), bfloat16 where precision asks for it."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=device.type == "cuda")
+
+
+class Autocast(torch.nn.Module):
+    """A model run under autocast(precision), logits returned in float32 (inference's bf16 on torch)."""
+
+    def __init__(self, model: torch.nn.Module, precision: str):
+        super().__init__()
+        self.model, self.precision = model, precision
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        with autocast(batch.device, self.precision):
+            return self.model(batch).float()
+
+
 def normalise(batch_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 or 0..255 float (N, 1, H, W) -> standardised float32 model input."""
     return (batch_uint8.float() / 255.0 - INPUT_MEAN) / INPUT_STD

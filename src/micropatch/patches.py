@@ -111,19 +111,35 @@ def read_patch_meta(out_dir: Path) -> dict:
     return json.loads((Path(out_dir) / "meta.json").read_text())
 
 
+def resample(image: np.ndarray, fov: np.ndarray, lesion: np.ndarray,
+             scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, fov, lesion masks (L, H, W)) resampled by `scale` (patchify.scale: the model's working scale, which
+    inference applies to every photograph too): the image by area averaging, the FOV by nearest neighbour, a mask
+    pixel lesion where at least half of the native pixels it covers are (the lesion areas stay unbiased)."""
+    if scale == 1.0:
+        return image, fov, lesion
+    height, width = image.shape
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    area = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    masks = np.stack([cv2.resize(m.astype(np.float32), size, interpolation=area) >= 0.5 for m in lesion])
+    return (cv2.resize(image, size, interpolation=area),
+            cv2.resize(fov.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0, masks)
+
+
 def build_patch_set(rows: list[dict], preprocessed: Path, lesions: list[str], size: int, stride: int,
                     background_keep: float, seed: int, hard_negative_keep: float = 0.0,
-                    lesion_jitter: int = 0) -> tuple[np.ndarray, np.ndarray, list[dict], dict]:
+                    lesion_jitter: int = 0, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, list[dict], dict]:
     """Patches of the manifest rows: images (N, S, S) uint8, masks (N, L, S, S) uint8, index rows, per-image counts.
 
-    hard_negative_keep, lesion_jitter: select_windows' options (the train stage's split only).
+    hard_negative_keep, lesion_jitter: select_windows' options (the train stage's split only); scale: each image
+    resampled by it first (resample), the windows' y, x then in the resampled frame.
     """
     images, masks, index, per_image = [], [], [], {}
     for row in tqdm(rows, desc="patchify", unit="img"):
         folder = Path(preprocessed) / row["dataset"]
-        image = read_png(folder / f"{row['image_id']}.png")
-        fov = read_png(folder / f"{row['image_id']}_fov.png") > 0
-        lesion = np.stack([read_png(folder / f"{row['image_id']}_{name}.png") > 0 for name in lesions])
+        image, fov, lesion = resample(
+            read_png(folder / f"{row['image_id']}.png"), read_png(folder / f"{row['image_id']}_fov.png") > 0,
+            np.stack([read_png(folder / f"{row['image_id']}_{name}.png") > 0 for name in lesions]), scale)
         # seeded per image (by its bytes), so adding an image never changes another image's patches
         rng = np.random.default_rng([seed, int(row["sha256"][:12], 16)])
         dark = dark_structures(image) if hard_negative_keep > 0 else None

@@ -123,19 +123,19 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
     rgb = [RAW] if baseline else []
     square = recipe + (["study_baseline"] if baseline else [])
     swa = strategy_names(params, project)
+    study = "study" in params
     stages = {
         "download": stage("download", project, code, ["--params params.yaml", f"--out {RAW}", f"--downloads {DOWNLOADS}"],
                           deps=local_sources(params, project), params=["download"], outs=[RAW]),
         "preprocess": stage("preprocess", project, code, [f"--raw {RAW}", f"--out {PREPROCESSED}",
                                                     f"--summary {METRICS}/datasets.json"],
-                            deps=[RAW], params=["preprocess"], outs=[PREPROCESSED],
-                            metrics=[untracked(f"{METRICS}/datasets.json")]),
+                            deps=[RAW], params=["preprocess"], outs=[PREPROCESSED, untracked(f"{METRICS}/datasets.json")]),
         "characterise": stage("characterise", project, code, [f"--raw {RAW}", f"--preprocessed {PREPROCESSED}",
                                                         f"--out {METRICS}/characterisation.json",
                                                         f"--plots {METRICS}/characterisation"],
                               deps=[RAW, PREPROCESSED], params=["preprocess.fov_threshold"],
-                              outs=[untracked(f"{METRICS}/characterisation")],
-                              metrics=[untracked(f"{METRICS}/characterisation.json")]),
+                              outs=[untracked(f"{METRICS}/characterisation"),
+                                    untracked(f"{METRICS}/characterisation.json")]),
         "patient-split": stage("patient_split", project, code, [f"--preprocessed {PREPROCESSED}", f"--out {MANIFEST}"],
                                deps=[PREPROCESSED], params=["lesions", "split", "roles.train_on",
                                                             "roles.test_on", "audit.phash_threshold"],
@@ -145,20 +145,20 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
                           deps=[MANIFEST, PREPROCESSED, *rgb], params=["lesions", "patchify", *square],
                           outs=[PATCHES]),
         "audit": stage("audit", project, code, [f"--manifest {MANIFEST}", f"--patches {PATCHES}", f"--out {METRICS}"],
-                       deps=[MANIFEST, PATCHES], params=["audit"], outs=[untracked(f"{METRICS}/leakage_report.md")],
-                       metrics=[untracked(f"{METRICS}/leakage.json")]),
+                       deps=[MANIFEST, PATCHES], params=["audit"],
+                       outs=[untracked(f"{METRICS}/leakage_report.md"), untracked(f"{METRICS}/leakage.json")]),
         "train": stage("train", project, code, [f"--patches {PATCHES}", f"--manifest {MANIFEST}", f"--model {MODEL}",
                                           f"--state {TRAIN_STATE}", f"--history {METRICS}/train_history.tsv",
                                           f"--summary {METRICS}/train.json"],
                        deps=[f"{METRICS}/leakage.json", PATCHES, MANIFEST],  # a leak stops the pipeline here
                        params=["lesions", "train", "preprocess", "patchify", *compute, *square],
-                       outs=[MODEL, *([EPOCHS] if swa else []), untracked(f"{METRICS}/train_history.tsv")],
-                       metrics=[untracked(f"{METRICS}/train.json")]),
+                       outs=[MODEL, *([EPOCHS] if swa else []), untracked(f"{METRICS}/train_history.tsv"),
+                             untracked(f"{METRICS}/train.json")]),
         "operating-point": stage("operating_point", project, code, [
             f"--model {MODEL}", f"--manifest {MANIFEST}", f"--preprocessed {PREPROCESSED}", f"--out {RELEASE}",
             f"--report {METRICS}/operating_point.json"],
-            deps=[MODEL, MANIFEST, PREPROCESSED, *rgb], params=["infer", *compute], outs=[RELEASE],
-            metrics=[untracked(f"{METRICS}/operating_point.json")]),
+            deps=[MODEL, MANIFEST, PREPROCESSED, *rgb], params=["infer", *compute],
+            outs=[RELEASE, untracked(f"{METRICS}/operating_point.json")]),
         "infer": {"foreach": domains, "do": stage(
             "infer", project, code, ["${item}", f"--model {RELEASE}", f"--manifest {MANIFEST}",
                                f"--preprocessed {PREPROCESSED}", f"--out {PREDICTIONS}/${{item}}"],
@@ -171,12 +171,12 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
                                                                        f"{METRICS}/train_history.tsv"],
                        params=["score", "roles"],
                        outs=[untracked(PLOTS), untracked(f"{METRICS}/per_image"),
-                             untracked(f"{METRICS}/cross_domain.md"),
-                             untracked(f"{METRICS}/cross_domain.json")],  # a table: `dvc metrics` flattens lists
-                       metrics=[untracked(f"{METRICS}/domains")]),
+                             untracked(f"{METRICS}/cross_domain.md"), untracked(f"{METRICS}/cross_domain.json"),
+                             untracked(f"{METRICS}/domains")],
+                       metrics=headline(f"{METRICS}/headline", study)),
     }
     if swa:
-        stages |= strategy_stages(swa, domains, project, code, compute, rgb)
+        stages |= strategy_stages(swa, domains, project, code, compute, rgb, study)
     # the history's columns (training.train): selection-split scores, and val's as monitor_* when selection is on tune
     history = ["train_loss", "select_loss", "select_patch_dice", "select_dice", "select_aupr_11", "select_ap"]
     if params["split"].get("tune_fraction", 0) > 0 and params["train"].get("monitor_val", True):
@@ -213,8 +213,16 @@ def strategy_names(params: dict, project: Path) -> list[str]:
     return [f"swa_{part}" for part in params["strategies"]["swa_parts"]]
 
 
+def headline(folder: str, study: bool) -> list:
+    """The metrics a score stage declares: its headline files (evaluation.HEADLINE_KEYS, one file per domain and
+    lesion), the one table `dvc metrics show` and `diff` print; every other score file is a plain output. A study
+    project declares none: its experiments' scores live in their experiment commits, and its committed results
+    are the study's tables (metrics/study), so declaring them would make `dvc metrics` warn of missing files."""
+    return [] if study else [untracked(folder)]
+
+
 def strategy_stages(names: list[str], domains: list[str], project: Path, code: Path, compute: list,
-                    rgb: list) -> dict:
+                    rgb: list, study: bool) -> dict:
     """Stages swa (the averaged models and their maps of every domain, under data/strategies/predictions/<name>)
     and score-strategy (the score stage script on each, metrics under metrics/strategies/<name>)."""
     maps = f"{STRATEGIES}/predictions"
@@ -234,8 +242,8 @@ def strategy_stages(names: list[str], domains: list[str], project: Path, code: P
             deps=[f"{maps}/${{item}}", PREPROCESSED, MANIFEST, RAW, f"{METRICS}/train_history.tsv"],
             params=["score", "roles"],
             outs=[untracked(f"{out}/plots"), untracked(f"{out}/per_image"), untracked(f"{out}/cross_domain.md"),
-                  untracked(f"{out}/cross_domain.json")],
-            metrics=[untracked(f"{out}/domains")])},
+                  untracked(f"{out}/cross_domain.json"), untracked(f"{out}/domains")],
+            metrics=headline(f"{out}/headline", study))},
     }
 
 

@@ -63,3 +63,9 @@ def choose_operating_point(pooled: np.ndarray, thresholds=THRESHOLD_GRID, min_ar
             "tune_dice_at_paper_point": None if at_paper is None else float(at_paper),
             "dice_grid": {"thresholds": list(thresholds), "min_areas": list(min_areas),
                           "dice": dice.round(6).tolist()}}
+
+
+def scaled_min_area(min_area: int, scale: float) -> int:
+    """A minimum component area counted in the training images' frame, in the pixels of a photograph predicted
+    after resampling by `scale` (inference.fov_scale): a component's area changes by scale ** 2."""
+    return int(round(min_area / scale ** 2)) if min_area else 0

@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 INFER_DEFAULTS = {"mode": "paper", "precision": "fp32", "batch_size": 32, "refine_threshold": 0.15,
                   "calibration_windows": 32, "tta": "none", "rescale_fov": False}
 PREPROCESS_KEYS = ("clahe_clip_limit", "clahe_grid", "fov_threshold")
+# rescale_fov "auto" (`micropatch predict`'s default): a photograph is resampled only when its FOV diameter differs
+# from the training images' by more than this share. Chosen on benchmarks/camera_shift.py's tune images (README,
+# "Other cameras"): within it, resampling costs more (blur) than the size difference does.
+AUTO_RESCALE_TOLERANCE = 0.10
+RESCALE_CHOICES = (False, True, "auto")
 
 
 def training_recipe(preprocess: dict, patchify: dict, normalisation: dict, compute: dict,
@@ -25,23 +30,60 @@ def training_recipe(preprocess: dict, patchify: dict, normalisation: dict, compu
     study_baseline: params.yaml's section, for a model of that recipe (square.py): its windows are its crops,
     overlapping by half, on the square frame of `side`. A micro-patching model's file names no recipe."""
     if study_baseline is None:
+        # scale: the working scale of patches and windows (patchify.scale), only where it is not the method's 1
+        scale = {} if patchify.get("scale", 1.0) == 1.0 else {"scale": patchify["scale"]}
         return {"preprocess": {k: preprocess[k] for k in PREPROCESS_KEYS},
-                "inference": INFER_DEFAULTS | {"window": patchify["size"], "stride": patchify["stride"]},
+                "inference": INFER_DEFAULTS | {"window": patchify["size"], "stride": patchify["stride"]} | scale,
                 "normalisation": normalisation, "compute": compute, "train_manifest_sha256": manifest_sha256}
     crop = study_baseline["patch"]
     return (training_recipe(preprocess, {"size": crop, "stride": crop // 2}, normalisation, compute, manifest_sha256)
             | {"recipe": "study_baseline", "square": {"side": study_baseline["side"]}})
 
 
+# A safetensors file opens with an 8-byte little-endian header length and a JSON header of that many bytes; real
+# headers are a few kB (one entry per tensor), so anything claiming more is not one (random bytes, a pickle).
+MAX_SAFETENSORS_HEADER = 64 << 20
+
+
 def checkpoint_config(path: Path) -> dict:
-    """The config a micropatch checkpoint carries in its metadata ({} when it has none), weights left unread and
-    torch not imported (predict pins the compute mode after this): the safetensors header, read as JSON."""
+    """The config a micropatch checkpoint carries in its metadata, weights left unread and torch not imported
+    (predict checks the file and pins the compute mode before loading it): the safetensors header, read as JSON.
+
+    InputError, naming the file, for anything that is not a safetensors file with a micropatch config: a pickle
+    (.pt), random bytes or a truncated file is refused here, before a byte of it is interpreted as weights.
+    """
     import json
     import struct
 
-    with open(path, "rb") as f:
-        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
-    return json.loads(header.get("__metadata__", {}).get("micropatch", "{}"))
+    from .fileio import InputError
+
+    path = Path(path)
+    refusal = (f"not a safetensors file: {path} (micropatch runs its own .safetensors checkpoints and their ONNX "
+               "exports; a .pt/.pth pickle is never loaded)")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            prefix = f.read(8)
+            length = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else -1
+            if not 2 <= length <= min(MAX_SAFETENSORS_HEADER, size - 8):
+                raise InputError(refusal)
+            header = json.loads(f.read(length))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InputError(refusal) from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: a folder, not a model file; give the .safetensors file inside it") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the model file ({err.strerror}); check the path") from None
+    if not isinstance(header, dict):
+        raise InputError(refusal)
+    metadata = header.get("__metadata__") or {}
+    if "micropatch" not in metadata:
+        raise InputError(f"{path}: a safetensors file without a micropatch config in its metadata; only models "
+                         "written by micropatch (train, ship) can be run")
+    try:
+        return json.loads(metadata["micropatch"])
+    except json.JSONDecodeError:
+        raise InputError(f"{path}: its micropatch config is not valid JSON; the file is corrupt") from None
 
 
 # How images become training data and maps (README, "Recipes"): the method, or the cross-dataset study's baseline.
@@ -69,7 +111,8 @@ def resolve(config: dict, section: str, explicit: dict, defaults: dict) -> dict:
     return settings | {k: v for k, v in explicit.items() if v is not None}
 
 # Where a model's windows run (micropatch.runtimes), and the precisions each runtime has.
-RUNTIME_PRECISIONS = {"torch": ("fp32", "int8"), "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "int8", "bf16")}
+RUNTIME_PRECISIONS = {"torch": ("fp32", "int8", "bf16"), "onnxruntime": ("fp32", "int8"),
+                      "openvino": ("fp32", "int8", "bf16")}
 RUNTIMES = tuple(RUNTIME_PRECISIONS)
 # `micropatch predict`'s defaults: the fastest setting measured within the accuracy limits on the real val images
 # (README, "Runtimes"). Fast mode's first pass as two tilings: with one, lesions on its window borders are missed.
@@ -77,7 +120,7 @@ RUNTIMES = tuple(RUNTIME_PRECISIONS)
 # of 0.002 / 0.003 / 0.005 / 0.01 whose pooled Dice stayed within 0.001 of both tilings in full on the record's 6
 # tune images (not its val images); it runs 35 % fewer windows than both in full there.
 PREDICT_DEFAULTS = {"runtime": "openvino", "precision": "int8", "mode": "fast", "first_pass_tilings": 2,
-                    "shifted_evidence": 0.003}
+                    "shifted_evidence": 0.003, "rescale_fov": "auto"}
 
 
 def int8_export_path(checkpoint: Path) -> Path:

@@ -379,21 +379,23 @@ def combination_worker(job: tuple) -> list[dict]:
 
 
 def summary_scores(scored: dict) -> dict:
-    """{dice, aupr_11, lesions_scored} of a domain's score JSON: the lesion mean (evaluation.lesion_mean) over the
+    """{dice, ap, aupr_11, degenerate, lesions_scored} of a domain's score JSON: the lesion mean
+    (evaluation.lesion_mean) over the
     lesions its test images hold (truth lesions > 0). A lesion absent from a domain's few held-out images has no
     Dice to speak of: any false positive makes it 0, none makes it 1, which would decide a strategy's mean."""
     from .evaluation import lesion_mean
 
     present = {lesion: s for lesion, s in scored["lesions"].items() if s["lesions"] > 0}
     if not present:
-        return {"dice": math.nan, "aupr_11": math.nan, "lesions_scored": ""}
+        return {"dice": math.nan, "ap": math.nan, "aupr_11": math.nan, "degenerate": False, "lesions_scored": ""}
     summary = lesion_mean(present)  # of one lesion: that lesion's
     # sorted: the score stage's JSON has sorted keys, a folder scored here has the params' order; one spelling
-    return {"dice": summary["dice"], "aupr_11": summary["aupr_11"], "lesions_scored": "+".join(sorted(present))}
+    return {"dice": summary["dice"], "ap": summary["ap"], "aupr_11": summary["aupr_11"],
+            "degenerate": any(s["degenerate"] for s in present.values()), "lesions_scored": "+".join(sorted(present))}
 
 
 def score_folder(folder: Path, preprocessed: Path, params: dict) -> dict:
-    """{dice, aupr_11, lesions_scored} of a folder of maps with its domain.json, scored as the score stage scores
+    """summary_scores of a folder of maps with its domain.json, scored as the score stage scores
     (evaluation), summarised as summary_scores does."""
     from .evaluation import score_domain
 
@@ -405,7 +407,8 @@ def score_folder(folder: Path, preprocessed: Path, params: dict) -> dict:
 # --- the study's tables and figures ----------------------------------------------------------------------------
 
 def seed_means(records: list[dict]) -> list[dict]:
-    """One record per (strategy, combination, domain): Dice and aupr_11 averaged over seeds, with their range."""
+    """One record per (strategy, combination, domain): Dice, AP and aupr_11 averaged over seeds, Dice's range, and
+    whether any seed's map was degenerate (metrics.is_degenerate)."""
     groups = defaultdict(list)
     for r in records:
         groups[r["strategy"], r["combination"], r["domain"]].append(r)
@@ -414,19 +417,24 @@ def seed_means(records: list[dict]) -> list[dict]:
         dice = [g["dice"] for g in group]
         out.append({k: group[0][k] for k in ("strategy", "combination", "domain", "zero_shot", "n_train_images")}
                    | {"dice": float(np.mean(dice)), "dice_min": float(min(dice)), "dice_max": float(max(dice)),
-                      "aupr_11": float(np.mean([g["aupr_11"] for g in group])), "n": len(group)})
+                      "ap": float(np.mean([g["ap"] for g in group])),
+                      "aupr_11": float(np.mean([g["aupr_11"] for g in group])),
+                      "degenerate": any(g["degenerate"] for g in group), "n": len(group)})
     return out
 
 
 def strategy_table(means: list[dict]) -> dict[str, dict]:
-    """Figure 4: per strategy, the mean Dice and aupr_11 over every (combination, test domain) pair the combination
-    did not train on (the leave-one-out pairs), and over all pairs; and the change against the baseline."""
+    """Figure 4: per strategy, the mean Dice, AP and aupr_11 over every (combination, test domain) pair the
+    combination did not train on (the leave-one-out pairs), and over all pairs; the change against the baseline;
+    how many leave-one-out pairs are degenerate maps (their aupr_11 reads the challenge's convention)."""
     table = {}
     for strategy in dict.fromkeys(m["strategy"] for m in means):
         mine = [m for m in means if m["strategy"] == strategy]
         zero = [m for m in mine if m["zero_shot"]]
-        table[strategy] = {"dice_leave_one_out": mean_of(zero, "dice"), "aupr_11_leave_one_out": mean_of(zero, "aupr_11"),
-                           "dice_all": mean_of(mine, "dice"), "pairs_leave_one_out": len(zero), "pairs_all": len(mine)}
+        table[strategy] = {"dice_leave_one_out": mean_of(zero, "dice"), "ap_leave_one_out": mean_of(zero, "ap"),
+                           "aupr_11_leave_one_out": mean_of(zero, "aupr_11"), "dice_all": mean_of(mine, "dice"),
+                           "ap_all": mean_of(mine, "ap"), "pairs_leave_one_out": len(zero), "pairs_all": len(mine),
+                           "degenerate_leave_one_out": sum(bool(m["degenerate"]) for m in zero)}
     base = table.get(BASELINE, {}).get("dice_leave_one_out", math.nan)
     for row in table.values():
         row["dice_change_leave_one_out"] = row["dice_leave_one_out"] - base
@@ -452,7 +460,8 @@ def leave_one_out_table(means: list[dict], styles: dict[str, str]) -> list[dict]
                 continue
             best = max(group, key=lambda m: m["dice"]) if group else None
             rows.append({"domain": domain, "scenario": scenario, "combinations": len(group),
-                         "dice_mean": mean_of(group, "dice"),
+                         "dice_mean": mean_of(group, "dice"), "ap_mean": mean_of(group, "ap"),
+                         "degenerate": sum(bool(m["degenerate"]) for m in group),
                          "best_combination": best["combination"] if best else "", "best_dice": best["dice"] if best
                          else math.nan})
     return rows
@@ -460,6 +469,12 @@ def leave_one_out_table(means: list[dict], styles: dict[str, str]) -> list[dict]
 
 def percent(value: float) -> str:
     return "n/a" if value != value else f"{100 * value:.1f}"
+
+
+# The footnote of every study table that marks degenerate maps.
+DEGENERATE_NOTE = ("\n\\* some of the pairs averaged are degenerate maps (fewer pixels marked at 0.5 than a tenth of "
+                   "the true ones, or none): the IDRiD challenge's aupr_11 counts precision 1 where nothing is "
+                   "predicted, so an empty map scores about 0.5. Read AP, which ranks.\n")
 
 
 def write_tables(records: list[dict], styles: dict[str, str], out: Path) -> None:
@@ -488,19 +503,21 @@ def write_tables(records: list[dict], styles: dict[str, str], out: Path) -> None
 
     table3 = leave_one_out_table(means, styles)
     write_json(out / "leave_one_out.json", table3)
-    lines = ["| test domain | scenario | combinations | mean Dice % | best combination | its Dice % |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| test domain | scenario | combinations | mean Dice % | mean AP | best combination | its Dice % |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['domain']} | {r['scenario']} | {r['combinations']} | {percent(r['dice_mean'])} | "
-              f"{r['best_combination'] or '-'} | {percent(r['best_dice'])} |" for r in table3]
-    write_text(out / "leave_one_out.md", "\n".join(lines) + "\n")
+              f"{r['ap_mean']:.4f}{'*' if r['degenerate'] else ''} | {r['best_combination'] or '-'} | "
+              f"{percent(r['best_dice'])} |" for r in table3]
+    write_text(out / "leave_one_out.md", "\n".join(lines) + "\n" + DEGENERATE_NOTE)
 
     table4 = strategy_table(means)
     write_json(out / "strategies.json", table4)
-    lines = ["| strategy | mean Dice %, leave-one-out | change vs baseline (points) | mean aupr_11, leave-one-out | "
-             "mean Dice %, all pairs |", "|---|---|---|---|---|"]
+    lines = ["| strategy | mean Dice %, leave-one-out | change vs baseline (points) | mean AP, leave-one-out | "
+             "mean aupr_11, leave-one-out | mean Dice %, all pairs |", "|---|---|---|---|---|---|"]
     lines += [f"| {s} | {percent(r['dice_leave_one_out'])} | {100 * r['dice_change_leave_one_out']:+.1f} | "
-              f"{r['aupr_11_leave_one_out']:.4f} | {percent(r['dice_all'])} |" for s, r in table4.items()]
-    write_text(out / "strategies.md", "\n".join(lines) + "\n")
+              f"{r['ap_leave_one_out']:.4f} | {r['aupr_11_leave_one_out']:.4f}"
+              f"{'*' if r['degenerate_leave_one_out'] else ''} | {percent(r['dice_all'])} |" for s, r in table4.items()]
+    write_text(out / "strategies.md", "\n".join(lines) + "\n" + DEGENERATE_NOTE)
     study_figures(figure3, table4, out / "combinations.png", out / "strategies.png")
 
 
@@ -537,11 +554,14 @@ def study_figures(figure3: list[dict], table4: dict[str, dict], combinations_png
     _save(fig, combinations_png)
 
     names = list(table4)
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(names)), 3.8))
-    values = [100 * table4[n]["dice_leave_one_out"] for n in names]
-    bars = ax.bar(np.arange(len(names)), values, color=["C0" if n == BASELINE else "C1" for n in names])
-    ax.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax.set(xticks=np.arange(len(names)), ylabel="mean Dice % over leave-one-out pairs",
-           title="Strategies: mean zero-shot Dice over every combination and test domain it excludes")
-    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * max(5, 0.9 * len(names)), 3.8))
+    for ax, key, label, fmt in ((axes[0], "dice_leave_one_out", "mean Dice % over leave-one-out pairs", "%.1f"),
+                                (axes[1], "ap_leave_one_out", "mean AP over leave-one-out pairs", "%.3f")):
+        scale = 100 if key.startswith("dice") else 1
+        bars = ax.bar(np.arange(len(names)), [scale * table4[n][key] for n in names],
+                      color=["C0" if n == BASELINE else "C1" for n in names])
+        ax.bar_label(bars, fmt=fmt, fontsize=7)
+        ax.set(xticks=np.arange(len(names)), ylabel=label)
+        ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    fig.suptitle("Strategies: mean zero-shot Dice and AP over every combination and test domain it excludes")
     _save(fig, strategies_png)

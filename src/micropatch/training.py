@@ -2,12 +2,14 @@
 selection split (tune when the manifest has one, else val), early stopping."""
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -15,7 +17,7 @@ from tqdm import tqdm
 
 from .fileio import InputError, atomic_path, load_params
 from .metrics import LEVELS, aupr_11, average_precision, counts_at, scores
-from .model import build_model, normalise, save_checkpoint
+from .model import PRECISIONS, autocast, build_model, normalise, save_checkpoint
 from .parallel import Context, barrier, broadcast, convert_sync_batchnorm, global_batch_loss, shard_batches
 
 log = logging.getLogger(__name__)
@@ -30,12 +32,15 @@ class PatchDataset(Dataset):
 
     channels = 1
 
-    def __init__(self, patch_dir: Path, augment: bool, seed: int, brightness: float = 0.1, contrast: float = 0.1):
+    def __init__(self, patch_dir: Path, augment: bool, seed: int, brightness: float = 0.1, contrast: float = 0.1,
+                 synthetic_ma: float = 0.0):
         self.folder = Path(patch_dir)
         self.images = np.load(self.folder / "images.npy", mmap_mode="r")
         self.masks = np.load(self.folder / "masks.npy", mmap_mode="r")
         self.augment, self.seed, self.epoch = augment, seed, 0
         self.brightness, self.contrast = brightness, contrast
+        self.synthetic_ma = synthetic_ma
+        self.bank = lesion_bank(self.images, self.masks) if synthetic_ma > 0 else []
 
     def __len__(self) -> int:
         return len(self.images)
@@ -53,6 +58,8 @@ class PatchDataset(Dataset):
         if self.augment:
             # The RNG depends only on (seed, epoch, index): identical under any worker count or a resume.
             rng = np.random.default_rng([self.seed, self.epoch, index])
+            if self.bank and not mask.any() and rng.random() < self.synthetic_ma:
+                image, mask = paste_lesions(image, mask, self.bank, rng)
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             image, mask = np.rot90(image, k), np.rot90(mask, k, axes=(1, 2))
             if flip:
@@ -63,7 +70,92 @@ class PatchDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(image)[None]), torch.from_numpy(np.ascontiguousarray(mask))
 
 
-def open_patch_set(folder: Path, train: bool, seed: int) -> Dataset:
+# Poisson-blended synthetic MAs: crops of at most this many lesions, each with this margin of its surroundings
+# (whose gradients are blended into the target), from the train patches of MA (channel 0). Not cv2.seamlessClone:
+# in OpenCV 5.0 it leaves the target unchanged for half the placements and for margins under 3 px (measured).
+BANK_SIZE = 4000
+PASTE_MARGIN = 4
+
+
+def lesion_bank(images: np.ndarray, masks: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image crop uint8, mask crop bool) of each first-channel lesion component lying whole inside a training
+    patch with PASTE_MARGIN px around it, in patch order, at most BANK_SIZE."""
+    bank = []
+    for k in np.flatnonzero(masks[:, 0].reshape(len(masks), -1).any(axis=1)):
+        mask = np.asarray(masks[k, 0]).astype(np.uint8)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        for c in range(1, count):
+            x, y, w, h, area = stats[c]
+            if x < PASTE_MARGIN or y < PASTE_MARGIN or x + w + PASTE_MARGIN > mask.shape[1] \
+                    or y + h + PASTE_MARGIN > mask.shape[0] or area < 3:
+                continue
+            y0, y1, x0, x1 = y - PASTE_MARGIN, y + h + PASTE_MARGIN, x - PASTE_MARGIN, x + w + PASTE_MARGIN
+            bank.append((np.asarray(images[k, y0:y1, x0:x1]), labels[y0:y1, x0:x1] == c))
+            if len(bank) == BANK_SIZE:
+                return bank
+    return bank
+
+
+@functools.lru_cache(maxsize=256)
+def laplace_solver(height: int, width: int):
+    """LU factors of the 5-point Laplacian on the interior of a height x width rectangle (Dirichlet border), and
+    the border's contribution: solve(border values) -> interior values of the harmonic function."""
+    from scipy.sparse import diags, eye, kron
+    from scipy.sparse.linalg import splu
+
+    rows, cols = height - 2, width - 2
+    second = lambda n: diags([1.0, -2.0, 1.0], [-1, 0, 1], shape=(n, n))  # noqa: E731
+    laplacian = (kron(eye(rows), second(cols)) + kron(second(rows), eye(cols))).tocsc()
+    return splu(laplacian)
+
+
+def harmonic_fill(border: np.ndarray) -> np.ndarray:
+    """float64 (h, w): the harmonic function (Laplace's equation) whose values on the rectangle's border are
+    `border`'s (its interior is ignored)."""
+    height, width = border.shape
+    out = border.astype(np.float64).copy()
+    if height < 3 or width < 3:
+        return out
+    rhs = np.zeros((height - 2, width - 2))  # the border's neighbours move to the right-hand side
+    rhs[0] -= out[0, 1:-1]
+    rhs[-1] -= out[-1, 1:-1]
+    rhs[:, 0] -= out[1:-1, 0]
+    rhs[:, -1] -= out[1:-1, -1]
+    out[1:-1, 1:-1] = laplace_solver(height, width).solve(rhs.ravel()).reshape(height - 2, width - 2)
+    return out
+
+
+def poisson_paste(target: np.ndarray, source: np.ndarray, y: int, x: int) -> np.ndarray:
+    """float64 copy of `target` (H, W) with `source` (h, w) Poisson-blended in at (y, x) (Perez et al. 2003, the
+    whole rectangle as the region): the source's gradients inside, the target's values on the border; that is,
+    the source plus the harmonic interpolation of (target - source) from the border."""
+    height, width = source.shape
+    out = target.astype(np.float64).copy()
+    under = out[y:y + height, x:x + width]
+    out[y:y + height, x:x + width] = source + harmonic_fill(under - source)
+    return out
+
+
+def paste_lesions(image: np.ndarray, mask: np.ndarray, bank: list, rng: np.random.Generator,
+                  most: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """A lesion-free float32 patch (S, S) and its (L, S, S) masks with 1..most bank lesions Poisson-blended in at
+    random places (poisson_paste: the lesion's own contrast, the target's brightness around it), their masks set
+    in channel 0."""
+    canvas = np.asarray(image, np.float64)
+    mask = mask.copy()
+    size = canvas.shape[0]
+    for _ in range(int(rng.integers(1, most + 1))):
+        crop, lesion = bank[int(rng.integers(len(bank)))]
+        height, width = crop.shape
+        if height >= size or width >= size:
+            continue
+        y, x = int(rng.integers(0, size - height + 1)), int(rng.integers(0, size - width + 1))
+        canvas = poisson_paste(canvas, crop.astype(np.float64), y, x)
+        mask[0, y:y + height, x:x + width] |= lesion.astype(mask.dtype)
+    return np.clip(canvas, 0, 255).astype(np.float32), mask
+
+
+def open_patch_set(folder: Path, train: bool, seed: int, synthetic_ma: float = 0.0) -> Dataset:
     """The dataset of a patch set, by its meta.json: the micro-patching recipe's patches (augmented when train), or
     recipe study_baseline's squares (random crops when train, else tiles covering each square once)."""
     from .patches import read_patch_meta
@@ -75,7 +167,7 @@ def open_patch_set(folder: Path, train: bool, seed: int) -> Dataset:
         if train:
             return SquareCrops(folder, seed, meta["patch"], meta["crops_per_image"], meta["augment"])
         return SquareTiles(folder, meta["patch"])
-    return PatchDataset(folder, augment=train, seed=seed)
+    return PatchDataset(folder, augment=train, seed=seed, synthetic_ma=synthetic_ma if train else 0.0)
 
 
 LR_SCHEDULES = ("plateau", "cosine")
@@ -117,6 +209,11 @@ class TrainConfig:
     monitor_val: bool            # with a tune split: also score val after every epoch, for the history only
     init_seed: int | None        # the initial weights' seed (null: seed); runs sharing it can be souped
     swa_epochs: int              # > 0: the weights of the last this many epochs are kept too (SWA, averaging.py)
+    precision: str               # fp32, or bf16: autocast on CPUs with AVX512-BF16 or AMX (about 1.9x here)
+    ohem_ratio: float            # > 0: the BCE term over the lesion pixels and only the hardest negatives, this many
+                                 #   per lesion pixel of the batch (online hard-example mining)
+    synthetic_ma: float          # > 0: this share of lesion-free training patches gets 1-3 real MA crops of the
+                                 #   train split, Poisson-blended at random places (paste_lesions)
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -128,6 +225,12 @@ class TrainConfig:
             raise ValueError(f"train.processes must be a positive integer, got {self.processes!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"train.lr_schedule {self.lr_schedule!r}: choose one of {LR_SCHEDULES}")
+        if self.ohem_ratio < 0 or (self.ohem_ratio > 0 and self.bce_weight == 0):
+            raise ValueError(f"train.ohem_ratio {self.ohem_ratio} needs train.bce_weight > 0: it mines the BCE term")
+        if not 0 <= self.synthetic_ma <= 1:
+            raise ValueError(f"train.synthetic_ma {self.synthetic_ma} must be a share in [0, 1]")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision {self.precision!r}: choose one of {PRECISIONS}")
         if self.select_on not in SELECTION_SCORES:
             raise ValueError(f"train.select_on {self.select_on!r}: choose one of {SELECTION_SCORES}")
 
@@ -148,9 +251,24 @@ def make_loss(n_classes: int, cfg: TrainConfig):
     focal_weight = 1 - cfg.dice_weight - cfg.bce_weight
     if cfg.bce_weight == 0:
         return lambda logits, target: cfg.dice_weight * dice(logits, target) + focal_weight * focal(logits, target)
-    bce = torch.nn.BCEWithLogitsLoss()
+    bce = torch.nn.BCEWithLogitsLoss() if not cfg.ohem_ratio else lambda l, t: ohem_bce(l, t, cfg.ohem_ratio)
     return lambda logits, target: (cfg.dice_weight * dice(logits, target) + cfg.bce_weight * bce(logits, target)
                                    + focal_weight * focal(logits, target))
+
+
+# With OHEM, a batch without lesion pixels still trains on this many of its hardest negative pixels.
+OHEM_MIN_NEGATIVES = 1024
+
+
+def ohem_bce(logits: torch.Tensor, target: torch.Tensor, ratio: float) -> torch.Tensor:
+    """BCE over every lesion pixel and the `ratio` x as many negative pixels with the largest loss (at least
+    OHEM_MIN_NEGATIVES): the easy background, most of every window, stops diluting the gradient."""
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    positive = target > 0.5
+    negatives = loss[~positive]
+    k = min(negatives.numel(), max(OHEM_MIN_NEGATIVES, int(ratio * int(positive.sum()))))
+    hardest = torch.topk(negatives, k, sorted=False).values
+    return (loss[positive].sum() + hardest.sum()) / (int(positive.sum()) + k)
 
 
 def make_optimizer(parameters, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -160,14 +278,17 @@ def make_optimizer(parameters, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def train_step(model, optimizer, scaler, loss_fn, images, masks, device) -> float:
+def train_step(model, optimizer, scaler, loss_fn, images, masks, device, precision: str = "fp32",
+               channels_last: bool = True) -> float:
     """One optimisation step on a uint8-valued (N, 1, S, S) batch and its (N, L, S, S) masks; returns the loss.
 
-    The training loop, the golden-weights probe (tests/test_compute.py) and benchmarks/train.py all run this.
+    The training loop, the golden-weights probe (tests/test_compute.py) and benchmarks/train.py all run this
+    (channels_last False: the benchmark's contiguous baseline).
     """
-    images = normalise(images.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    images = normalise(images.to(device, non_blocking=True)).contiguous(memory_format=layout)
     masks = masks.to(device, non_blocking=True)
-    with torch.autocast(device.type, enabled=device.type == "cuda"):
+    with autocast(device, precision):
         loss = loss_fn(model(images).float(), masks)
     if not torch.isfinite(loss):
         raise TrainingDiverged(f"loss became {loss.item()}")
@@ -201,7 +322,8 @@ def weighted_histograms(probability: np.ndarray, truth: np.ndarray, weights: np.
     return out
 
 
-def evaluate_patches(model, loader, loss_fn, device, weights: np.ndarray | None = None) -> dict[str, float]:
+def evaluate_patches(model, loader, loss_fn, device, weights: np.ndarray | None = None,
+                     precision: str = "fp32") -> dict[str, float]:
     """Selection scores over a patch loader (in order): loss, patch_dice (pooled at 0.5) and, with per-patch
     `weights` (patch_weights), the full-image estimates dice, aupr_11 and ap, means over the lesions."""
     model.eval()
@@ -211,7 +333,7 @@ def evaluate_patches(model, loader, loss_fn, device, weights: np.ndarray | None 
         for images, masks in loader:
             images = normalise(images.to(device)).contiguous(memory_format=torch.channels_last)
             masks = masks.to(device)
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
+            with autocast(device, precision):
                 logits = model(images)
             losses.append(loss_fn(logits.float(), masks).item())
             pred = logits > 0  # sigmoid(logit) > 0.5
@@ -260,7 +382,7 @@ def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfi
     ctx = ctx or Context(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     device = ctx.device
     torch.manual_seed(cfg.seed if cfg.init_seed is None else cfg.init_seed)
-    train_set = open_patch_set(train_dir, train=True, seed=cfg.seed)
+    train_set = open_patch_set(train_dir, train=True, seed=cfg.seed, synthetic_ma=cfg.synthetic_ma)
     select_set = open_patch_set(select_dir, train=False, seed=cfg.seed)
     for folder, patch_set in ((train_dir, train_set), (select_dir, select_set)):
         if len(patch_set) == 0:
@@ -336,21 +458,23 @@ def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfi
         for images, masks in tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False,
                                   disable=not ctx.is_main):
             try:
-                losses.append(train_step(learner, optimizer, scaler, train_loss_fn, images, masks, device))
+                losses.append(train_step(learner, optimizer, scaler, train_loss_fn, images, masks, device,
+                                         cfg.precision))
                 if cfg.lr_schedule == "cosine":
                     scheduler.step()
             except TrainingDiverged as err:
                 raise TrainingDiverged(f"{err} in epoch {epoch}; kept the last good checkpoint {state_path} "
                                        "(lower train.lr, or check the patch set for corrupt values)") from None
         # rank 0 scores (the weights are the same on every rank); every rank then takes the same decisions
-        selection = evaluate_patches(model, select_loader, loss_fn, device, select_weights) if ctx.is_main else None
+        selection = (evaluate_patches(model, select_loader, loss_fn, device, select_weights, cfg.precision)
+                     if ctx.is_main else None)
         selection = broadcast(selection, ctx)
         score = selection[cfg.select_on]
         if cfg.lr_schedule == "plateau":
             scheduler.step(score)
         row = {"epoch": epoch, "train_loss": mean(losses)} | {f"select_{k}": v for k, v in selection.items()}
         if monitor and ctx.is_main:
-            monitored = evaluate_patches(model, monitor[0], loss_fn, device, monitor[1])
+            monitored = evaluate_patches(model, monitor[0], loss_fn, device, monitor[1], cfg.precision)
             row |= {f"monitor_{k}": v for k, v in monitored.items()}
         row["lr"] = optimizer.param_groups[0]["lr"]  # no timings here: metrics must repeat exactly
         state["history"].append(row)
@@ -382,6 +506,8 @@ def train(train_dir: Path, select_dir: Path, lesions: list[str], cfg: TrainConfi
     model.load_state_dict(best_weights)
     # in_channels only where it is not load_checkpoint's default of 1: micro-patching model files stay as they were
     channels = {} if train_set.channels == 1 else {"in_channels": train_set.channels}
+    # train_precision only where it is not fp32: the files of fp32 models stay as they were
+    channels |= {} if cfg.precision == "fp32" else {"train_precision": cfg.precision}
     config = (recipe or {}) | channels | {"lesions": list(lesions), "encoder": cfg.encoder,
                                           "attention": cfg.attention, "epoch": state["best_epoch"],
                                           "selection_split": Path(select_dir).name,
