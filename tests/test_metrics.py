@@ -41,12 +41,11 @@ def test_pixels_outside_the_fov_never_count_as_predictions():
 
 
 def direct_aupr_11(prob, truth):
-    points = []
-    for t in AUPR_THRESHOLDS:
+    points = [(0.0, 1.0)]  # above the highest threshold nothing is predicted
+    for t in AUPR_THRESHOLDS[::-1]:
         pred = prob >= t
         tp, fp, fn = (pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()
         points.append((tp / (tp + fn) if tp + fn else 0.0, tp / (tp + fp) if tp + fp else 1.0))
-    points.sort()
     r, p = np.array(points).T
     return float(np.sum(np.diff(r) * (p[1:] + p[:-1]) / 2))
 
@@ -97,3 +96,47 @@ def test_oracle_threshold_is_the_dice_maximum_and_curves_are_consistent():
     assert s["oracle_dice"] == 1.0 and 60 / 255 < s["oracle_threshold_max_dice"] <= 100 / 255
     assert s["pr_11"]["recall"][4] == 0 and s["pr_11"]["recall"][3] == 1.0  # thresholds 0.4 and 0.3
     assert len(s["pr_curve"]["precision"]) == 256
+
+
+# --- issue: honest ranking numbers (AP beside aupr_11, degenerate maps flagged) -----------------------------------
+
+
+def ranked(prob_u8: np.ndarray, truth: np.ndarray) -> dict:
+    return summarise([image_histograms(prob_u8, truth)], 0.5, bootstrap_draws=0)
+
+
+def test_an_empty_map_scores_ap_at_the_prevalence_and_aupr_11_about_half_and_is_flagged():
+    truth = np.zeros((100, 100), bool)
+    truth[10:20, 10:30] = True  # prevalence 0.02
+    s = ranked(np.zeros((100, 100), np.uint8), truth)
+    assert s["ap"] == pytest.approx(truth.mean())
+    assert s["aupr_11"] == pytest.approx(0.5, abs=0.02)
+    assert s["degenerate"] is True
+
+
+def test_a_perfect_map_scores_one_on_both_and_is_not_flagged():
+    truth = np.zeros((100, 100), bool)
+    truth[10:20, 10:30] = True
+    s = ranked(truth.astype(np.uint8) * 255, truth)
+    assert s["ap"] == pytest.approx(1.0) and s["aupr_11"] == pytest.approx(1.0) and s["degenerate"] is False
+
+
+def test_a_map_marking_under_a_tenth_of_the_true_pixels_at_half_is_flagged():
+    truth = np.zeros((100, 100), bool)
+    truth[:, :50] = True  # 5,000 true pixels
+    prob = np.full((100, 100), 100, np.uint8)  # p = 0.39 everywhere: a ranking, but nothing marked at 0.5
+    prob[:49, :10] = 200  # 490 pixels marked: under a tenth
+    assert ranked(prob, truth)["degenerate"] is True
+    prob[:51, :10] = 200  # 510: over a tenth
+    assert ranked(prob, truth)["degenerate"] is False
+
+
+def test_ap_matches_scikit_learn_on_random_maps():
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(1)
+    for trial in range(5):
+        truth = rng.random((80, 80)) < rng.uniform(0.01, 0.2)
+        prob = np.clip(rng.normal(70 + 90 * truth, 60), 0, 255).astype(np.uint8)
+        expected = average_precision_score(truth.ravel(), prob.ravel())
+        assert ranked(prob, truth)["ap"] == pytest.approx(expected, abs=1e-9), trial

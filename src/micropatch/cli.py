@@ -102,8 +102,8 @@ def cmd_evaluate(args) -> int:
     summary, rows = score_images(items(), args.threshold, args.min_area, seed=0)
     if args.csv:
         write_rows(Path(args.csv), rows)
-    keys = ("precision", "recall", "dice", "iou", "aupr_11", "ap", "lesion_sensitivity", "fps_per_image", "froc",
-            "n_images")
+    keys = ("precision", "recall", "dice", "iou", "aupr_11", "ap", "degenerate", "lesion_sensitivity",
+            "fps_per_image", "froc", "n_images")
     print(json.dumps({k: summary[k] for k in keys}, indent=2))
     return 0
 

@@ -115,7 +115,7 @@ def write_headlines(domain_json: dict, folder: Path) -> None:
         write_json(Path(folder) / f"{domain_json['domain']}_{lesion}.json", headline(summary))
 
 
-CROSS_DOMAIN_KEYS = ("n_images", "resolution", "precision", "recall", "dice", "iou", "aupr_11", "ap",
+CROSS_DOMAIN_KEYS = ("n_images", "resolution", "precision", "recall", "dice", "iou", "aupr_11", "ap", "degenerate",
                      "lesion_sensitivity", "fps_per_image", "froc")
 
 
@@ -128,7 +128,8 @@ def lesion_mean(by_lesion: dict) -> dict:
     """The unweighted mean over the scored lesions of each MEAN_KEYS score (the study's "mean" column: each lesion
     counts once, whatever its pixel count); NaN when a lesion's score is NaN, never a mean over fewer lesions."""
     return ({"lesions": list(by_lesion), "n_images": max(s["n_images"] for s in by_lesion.values()),
-             "resolution": next(iter(by_lesion.values()))["resolution"]}
+             "resolution": next(iter(by_lesion.values()))["resolution"],
+             "degenerate": any(s["degenerate"] for s in by_lesion.values())}
             | {k: float(np.mean([s[k] for s in by_lesion.values()])) for k in MEAN_KEYS})
 
 
@@ -150,12 +151,24 @@ def cross_domain_rows(results: dict, zero_shot: dict[str, bool]) -> list[dict]:
 
 
 def cross_domain_table(rows: list[dict]) -> str:
-    """Markdown of cross_domain_rows: domain, lesion, resolution, P, R, Dice, IoU (%), aupr_11 and lesion level."""
+    """Markdown of cross_domain_rows: domain, lesion, resolution, P, R, Dice, IoU (%), aupr_11 (marked * where the
+    map is degenerate, with the footnote) and AP, lesion level."""
     lines = ["| domain | lesion | zero-shot | images | resolution | P % | R % | Dice % | IoU % | AUPR (11 thr) | AP | "
              "lesion sens. % | FPs/img | FROC |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in rows:
         lines.append(f"| {s['domain']} | {s['lesion']} | {'yes' if s['zero_shot'] else 'no'} | {s['n_images']} | "
                      f"{s['resolution']} | {100 * s['precision']:.2f} | {100 * s['recall']:.2f} | "
-                     f"{100 * s['dice']:.2f} | {100 * s['iou']:.2f} | {s['aupr_11']:.4f} | {s['ap']:.4f} | "
+                     f"{100 * s['dice']:.2f} | {100 * s['iou']:.2f} | {aupr_11_cell(s)} | {s['ap']:.4f} | "
                      f"{100 * s['lesion_sensitivity']:.1f} | {s['fps_per_image']:.2f} | {s['froc']:.3f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (DEGENERATE_FOOTNOTE if any(s["degenerate"] for s in rows) else "")
+
+
+# Beside every table that marks a degenerate map's aupr_11 (metrics.is_degenerate).
+DEGENERATE_FOOTNOTE = ("\n\\* a degenerate map: fewer pixels marked at p >= 0.5 than a tenth of the true ones, or none. "
+                       "The IDRiD challenge's aupr_11 counts precision as 1 where nothing is predicted, so such a map "
+                       "scores about 0.5 whatever it ranks; read AP.\n")
+
+
+def aupr_11_cell(summary: dict) -> str:
+    """aupr_11 to 4 places, marked * for a degenerate map (DEGENERATE_FOOTNOTE)."""
+    return f"{summary['aupr_11']:.4f}{'*' if summary.get('degenerate') else ''}"

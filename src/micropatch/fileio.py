@@ -211,7 +211,12 @@ def read_fundus(path: str | Path) -> np.ndarray:
 def label_map_stray(values: np.ndarray) -> tuple[list[int], float]:
     """(label levels, stray share) of an integer mask: its MAX_MASK_LABELS most frequent values, and the share of
     its non-zero pixels that hold any other value (0.0 for an empty mask)."""
-    levels, counts = np.unique(values, return_counts=True)
+    if values.dtype == np.uint8:  # OpenCV's histogram: np.unique sorts the 12 MP of a mask (0.2 s), this 5 ms
+        counts = cv2.calcHist([np.ascontiguousarray(values)], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+        levels = np.flatnonzero(counts)
+        counts = counts[levels]
+    else:
+        levels, counts = np.unique(values, return_counts=True)
     order = np.argsort(-counts, kind="stable")
     labels = sorted(int(v) for v in levels[order[:MAX_MASK_LABELS]])
     nonzero = int(counts[levels != 0].sum())

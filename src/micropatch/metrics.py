@@ -55,9 +55,13 @@ def pr_points_11(hist: np.ndarray) -> dict[str, list[float]]:
 
 
 def aupr_11(hist: np.ndarray) -> float:
-    """IDRiD-challenge AUPR: the 11 P/R points sorted by recall, area by the trapezoidal rule."""
+    """IDRiD-challenge AUPR: the 11 P/R points traced from the highest threshold down, starting at recall 0 and
+    precision 1 (above the last threshold nothing is predicted: the challenge's precision 1), area by the
+    trapezoidal rule. A perfect map scores 1 and an empty one about 0.5. (Sorting the points by recall without
+    that start, as before, gave a perfect map 0: all its points share recall 1.)"""
     points = pr_points_11(hist)
-    recall, precision = np.array(sorted(zip(points["recall"], points["precision"]))).T
+    recall = np.r_[0.0, points["recall"][::-1]]  # non-decreasing as the threshold falls
+    precision = np.r_[1.0, points["precision"][::-1]]
     return float(np.trapezoid(precision, recall))
 
 

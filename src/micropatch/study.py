@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .evaluation import is_zero_shot
+from .evaluation import DEGENERATE_FOOTNOTE, is_zero_shot
 from .fileio import InputError, load_params, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -471,12 +471,6 @@ def percent(value: float) -> str:
     return "n/a" if value != value else f"{100 * value:.1f}"
 
 
-# The footnote of every study table that marks degenerate maps.
-DEGENERATE_NOTE = ("\n\\* some of the pairs averaged are degenerate maps (fewer pixels marked at 0.5 than a tenth of "
-                   "the true ones, or none): the IDRiD challenge's aupr_11 counts precision 1 where nothing is "
-                   "predicted, so an empty map scores about 0.5. Read AP, which ranks.\n")
-
-
 def write_tables(records: list[dict], styles: dict[str, str], out: Path) -> None:
     """records.csv (every score), combinations.{csv,png} (figure 3), leave_one_out.{md,json} (table 3),
     strategies.{md,json,png} (figure 4) under out."""
@@ -508,7 +502,8 @@ def write_tables(records: list[dict], styles: dict[str, str], out: Path) -> None
     lines += [f"| {r['domain']} | {r['scenario']} | {r['combinations']} | {percent(r['dice_mean'])} | "
               f"{r['ap_mean']:.4f}{'*' if r['degenerate'] else ''} | {r['best_combination'] or '-'} | "
               f"{percent(r['best_dice'])} |" for r in table3]
-    write_text(out / "leave_one_out.md", "\n".join(lines) + "\n" + DEGENERATE_NOTE)
+    write_text(out / "leave_one_out.md", "\n".join(lines) + "\n"
+               + (DEGENERATE_FOOTNOTE if any(r["degenerate"] for r in table3) else ""))
 
     table4 = strategy_table(means)
     write_json(out / "strategies.json", table4)
@@ -517,7 +512,8 @@ def write_tables(records: list[dict], styles: dict[str, str], out: Path) -> None
     lines += [f"| {s} | {percent(r['dice_leave_one_out'])} | {100 * r['dice_change_leave_one_out']:+.1f} | "
               f"{r['ap_leave_one_out']:.4f} | {r['aupr_11_leave_one_out']:.4f}"
               f"{'*' if r['degenerate_leave_one_out'] else ''} | {percent(r['dice_all'])} |" for s, r in table4.items()]
-    write_text(out / "strategies.md", "\n".join(lines) + "\n" + DEGENERATE_NOTE)
+    write_text(out / "strategies.md", "\n".join(lines) + "\n"
+               + (DEGENERATE_FOOTNOTE if any(r["degenerate_leave_one_out"] for r in table4.values()) else ""))
     study_figures(figure3, table4, out / "combinations.png", out / "strategies.png")
 
 

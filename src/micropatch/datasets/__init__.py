@@ -54,11 +54,19 @@ def image_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
     return found
 
 
+_FOUND_ROOTS: set[tuple[str, str]] = set()  # (dataset, root) already reported: each is logged once per process
+
+
 def find_root(root: Path, candidates: list[tuple[Path, str]], holds, dataset_name: str, hint: str) -> Path:
-    """The first candidate folder for which holds(folder) is true, logging which one; InputError(hint) if none."""
+    """The first candidate folder for which holds(folder) is true, logging which one (once per root); InputError
+    saying that root does not exist, or hint, if none."""
+    if not Path(root).exists():
+        raise InputError(f"{root}: does not exist; check the path to the {dataset_name} download")
     for candidate, found in candidates:
         if holds(candidate):
-            log.info("%s root %s: found %s", dataset_name, root, found)
+            if (dataset_name, str(root)) not in _FOUND_ROOTS:
+                _FOUND_ROOTS.add((dataset_name, str(root)))
+                log.info("%s root %s: found %s", dataset_name, root, found)
             return candidate
     raise InputError(f"{root} is no {dataset_name} root: {hint}")
 
