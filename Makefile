@@ -41,11 +41,17 @@ run: data
 MICROPATCH_IDRID ?= $(wildcard $(abspath ../shared/datasets/IDRiD))
 export MICROPATCH_IDRID
 
-# The committed split manifests must be leak-free (reports go to a scratch folder, not over metrics/).
+# The linter first; then every committed split manifest must be leak-free (found by glob, reports to a scratch
+# folder, not over metrics/); then the tests.
+MANIFESTS := $(wildcard data/splits/manifest.csv results/*/data/splits/manifest.csv)
 test: install
-	$(BIN)/micropatch audit --manifest data/splits/manifest.csv --no-patches --out .pytest_cache/audit
-	$(BIN)/micropatch audit --manifest results/idrid-ma/data/splits/manifest.csv --no-patches \
-	  --out .pytest_cache/audit-idrid-ma
+	$(BIN)/ruff check
+	@test -n "$(MANIFESTS)" || { echo "no committed split manifest found" >&2; exit 1; }
+	@for manifest in $(MANIFESTS); do \
+	  echo "audit $$manifest"; \
+	  $(BIN)/micropatch audit --manifest $$manifest --no-patches --out .pytest_cache/audit/$$(dirname $$manifest) \
+	    || exit 1; \
+	done
 	$(BIN)/python -m pytest
 
 clean:

@@ -17,6 +17,25 @@ def idrid_root() -> Path | None:
     return Path(root) if root and (Path(root) / "A. Segmentation").is_dir() else None
 
 
+def require_idrid() -> Path:
+    """The real IDRiD copy; without it a test skips, or fails where $MICROPATCH_REQUIRE_IDRID is set (CI: .ci/run),
+    so that a missing copy can never turn the real-data checks green."""
+    root = idrid_root()
+    if root is None:
+        reason = ("the real IDRiD copy is missing: set MICROPATCH_IDRID to the folder holding 'A. Segmentation' "
+                  f"(now {os.environ.get('MICROPATCH_IDRID')!r})")
+        if os.environ.get("MICROPATCH_REQUIRE_IDRID"):
+            pytest.fail(f"MICROPATCH_REQUIRE_IDRID is set and {reason}")
+        pytest.skip(reason)
+    return root
+
+
+@pytest.fixture(scope="session")
+def idrid() -> Path:
+    """require_idrid() as a fixture."""
+    return require_idrid()
+
+
 def run(cmd: list[str], cwd: Path, env: dict) -> str:
     """Run a command; fail the test with its output tails when it fails; return stdout + stderr."""
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)

@@ -6,8 +6,8 @@ from PIL import Image
 
 from micropatch.audit import PHASH_THRESHOLD, audit_manifest, audit_patches, hamming_matrix, phash_bits
 from micropatch.audit import run_audit
-from micropatch.fileio import sha256_file
-from micropatch.preprocessing import fov_mask, fov_phash, green_clahe, image_phash
+from micropatch.fileio import read_fundus, sha256_file
+from micropatch.preprocessing import fov_mask, fov_phash, green_clahe
 from micropatch.split import assign_splits, write_manifest
 from micropatch.synthetic import SyntheticSpec, synth_fundus
 
@@ -25,9 +25,15 @@ def eyes(tmp_path_factory):
     return folder, fps
 
 
+def pipeline_phash(path) -> str:
+    """The phash the preprocess stage writes for a photograph: of its CLAHE green channel inside the FOV."""
+    rgb = read_fundus(path)
+    return fov_phash(green_clahe(rgb), fov_mask(rgb))
+
+
 def fingerprint(path, image_id, patient):
     return {"dataset": "idrid", "image_id": image_id, "patient_key": patient, "official_split": "train",
-            "sha256": sha256_file(path), "phash": image_phash(path), "height": 424, "width": 640,
+            "sha256": sha256_file(path), "phash": pipeline_phash(path), "height": 424, "width": 640,
             "source": str(path), "lesion_pixels": {"MA": 1}}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import idrid_root
+from conftest import require_idrid
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -38,8 +38,8 @@ def test_every_script_is_listed():
 def test_benchmark_runs_quick_and_prints_json(name):
     if name in NEEDS_PIPELINE and not (MODEL.is_file() and PREPROCESSED.is_dir()):
         pytest.skip("needs the default pipeline's outputs: run `make run` first")
-    if name in NEEDS_IDRID and idrid_root() is None:
-        pytest.skip("needs the real IDRiD copy: set MICROPATCH_IDRID")
+    if name in NEEDS_IDRID:
+        require_idrid()
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--quick", *BENCHMARKS[name]],
                          capture_output=True, text=True, cwd=REPO, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -133,12 +133,27 @@ def test_shards_are_contiguous_and_uneven_batches_are_dropped():
     assert [a + b for a, b in zip(*shards)] == batches[:2]  # rank order rebuilds each global batch
 
 
-def test_global_batchnorm_matches_batchnorm_outside_a_process_group():
-    torch.manual_seed(0)
-    plain = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
-    converted = parallel.convert_sync_batchnorm(
-        torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)), torch.device("cpu"))
-    converted.load_state_dict(plain.state_dict())
-    assert isinstance(converted[1], parallel.GlobalBatchNorm2d)
-    x = torch.randn(6, 1, 16, 16)
-    assert torch.equal(plain(x), converted(x))  # not distributed: plain BatchNorm, bit for bit
+def test_global_batchnorm_uses_the_whole_batchs_statistics_across_two_processes(tmp_path):
+    """Each of 2 gloo ranks holds half of one batch; the outputs, running statistics and gradients are those of
+    BatchNorm over the whole batch, computed here in float64 (a per-rank BatchNorm would normalise each half by
+    its own mean and variance)."""
+    out_file = tmp_path / "bn.npz"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                    str(REPO / "tests" / "helpers" / "global_bn.py"), str(out_file)], check=True, capture_output=True,
+                   timeout=300)
+    got = np.load(out_file)
+    x, upstream = got["batch"].astype(np.float64), got["upstream"].astype(np.float64)
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+    x_hat = (x - mean[None, :, None, None]) / np.sqrt(var + float(got["eps"]))[None, :, None, None]
+    expected = x_hat * got["weight"][None, :, None, None] + got["bias"][None, :, None, None]
+    np.testing.assert_allclose(got["out"], expected, rtol=1e-5, atol=1e-5)
+    n, momentum = x.size / x.shape[1], float(got["momentum"])
+    np.testing.assert_allclose(got["running_mean"], momentum * mean, rtol=1e-6)
+    np.testing.assert_allclose(got["running_var"], (1 - momentum) + momentum * var * n / (n - 1), rtol=1e-6)
+    np.testing.assert_allclose(got["weight_grad"], (upstream * x_hat).sum(axis=(0, 2, 3)), rtol=1e-4)
+    np.testing.assert_allclose(got["bias_grad"], upstream.sum(axis=(0, 2, 3)), rtol=1e-4)
+    halves = [x[:4], x[4:]]  # what two separate BatchNorms would have done differs: the check can tell them apart
+    assert not np.allclose(np.concatenate([(h - h.mean((0, 2, 3))[None, :, None, None])
+                                           / np.sqrt(h.var((0, 2, 3)) + 1e-5)[None, :, None, None] for h in halves])
+                           * got["weight"][None, :, None, None] + got["bias"][None, :, None, None], got["out"],
+                           atol=1e-3)

@@ -6,7 +6,7 @@ from PIL import Image
 from micropatch.datasets import load_records
 from micropatch.fileio import InputError
 
-from conftest import idrid_root
+
 
 
 def test_reads_synthetic_official_layout_from_either_root(synthetic_idrid):
@@ -30,9 +30,8 @@ def test_missing_required_mask_and_broken_root_are_named(synthetic_idrid, tmp_pa
         load_records("kaggle", copy, "x")
 
 
-@pytest.mark.skipif(idrid_root() is None, reason="real IDRiD copy not present (set MICROPATCH_IDRID)")
-def test_real_idrid_training_set():
-    records = load_records("idrid", idrid_root(), "idrid")
+def test_real_idrid_training_set(idrid):
+    records = load_records("idrid", idrid, "idrid")
     assert len(records) == 54
     present = {lesion: sum(r.masks[lesion] is not None for r in records) for lesion in ("MA", "HE", "EX", "SE")}
     assert present == {"MA": 54, "HE": 53, "EX": 54, "SE": 26}

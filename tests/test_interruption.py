@@ -118,8 +118,11 @@ def test_a_write_killed_midway_leaves_the_old_file(tmp_path):
     """)
     while not list(tmp_path.glob(".images.npy.*")) and child.poll() is None:
         time.sleep(0.01)
+    partial = list(tmp_path.glob(".images.npy.*"))  # the temporary file exists: the write is under way
     child.send_signal(signal.SIGKILL)
     child.wait()
+    assert partial, f"the child ended before writing (exit {child.returncode}): {child.stdout.read().decode()[-2000:]}"
+    assert child.returncode == -signal.SIGKILL  # it died of the kill, mid-write
     assert np.array_equal(np.load(target), np.arange(10))  # the reader sees the old, complete file
 
 

@@ -34,9 +34,16 @@ def test_froc_sweeps_the_threshold():
     assert s["froc"] == 1.0
 
 
-def test_empty_truth_and_prediction_give_no_nan():
-    s = lesion_summary([image_lesion_counts(np.zeros((8, 8), np.uint8), np.zeros((8, 8), bool))], 0.5)
-    assert s["fps_per_image"] == 0 and s["lesions"] == 0
+def test_without_true_lesions_sensitivity_and_froc_are_undefined_and_fps_are_counted():
+    """No true lesion: sensitivity (found / true) and FROC (mean sensitivity) are NaN, not a made-up 0 or 1, which
+    a JSON file holds as NaN; false positives are still counted per image."""
+    empty = lesion_summary([image_lesion_counts(np.zeros((8, 8), np.uint8), np.zeros((8, 8), bool))], 0.5)
+    assert empty["lesions"] == 0 and empty["fps_per_image"] == 0
+    assert np.isnan(empty["lesion_sensitivity"]) and np.isnan(empty["froc"])
+    spot = np.zeros((8, 8), np.uint8)
+    spot[2, 2] = 255
+    one_fp = lesion_summary([image_lesion_counts(spot, np.zeros((8, 8), bool))], 0.5)
+    assert one_fp["fps_per_image"] == 1 and np.isnan(one_fp["lesion_sensitivity"])
 
 
 def test_evaluate_command_pairs_by_stem(tmp_path, capsys):

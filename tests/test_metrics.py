@@ -76,13 +76,17 @@ def test_streamed_aupr_and_ap_match_direct_computation_on_random_images():
 
 def test_summary_pools_pixels_and_bootstraps_per_image_dice():
     truth = square((20, 20), 5)
-    hists = [image_histograms(square((20, 20), 5).astype(np.uint8) * 255, truth),
-             image_histograms(np.zeros((40, 40), np.uint8), truth)]
-    s = summarise(hists, 0.5, bootstrap_draws=200, seed=0)
-    assert s["dice"] == pytest.approx(2 * 25 / (50 + 25))
-    assert s["dice_per_image_mean"] == pytest.approx(0.5)
-    low, high = s["dice_per_image_ci95"]
-    assert 0.0 <= low <= 0.5 <= high <= 1.0
+    shifts = [0, 1, 2, 3, 5]  # per-image Dice 1.0, 0.8, 0.6, 0.4, 0.0
+    hists = [image_histograms(square((20, 20 + k), 5).astype(np.uint8) * 255, truth) for k in shifts]
+    s = summarise(hists, 0.5, bootstrap_draws=400, seed=3)
+    per_image = np.array([1.0, 0.8, 0.6, 0.4, 0.0])
+    assert s["dice"] == pytest.approx(2 * 70 / (2 * 125))  # pooled: 70 of 125 true pixels hit, 125 predicted
+    assert s["dice_per_image_mean"] == pytest.approx(per_image.mean())
+    # the interval is the percentile bootstrap of the per-image mean, exactly: images resampled with replacement
+    rng = np.random.default_rng(3)
+    means = per_image[rng.integers(0, 5, (400, 5))].mean(axis=1)
+    assert s["dice_per_image_ci95"] == pytest.approx([np.percentile(means, 2.5), np.percentile(means, 97.5)])
+    assert 0.2 < s["dice_per_image_ci95"][0] < 0.56 < s["dice_per_image_ci95"][1] < 0.9
 
 
 def test_oracle_threshold_is_the_dice_maximum_and_curves_are_consistent():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from micropatch.inference import (DEFAULTS, calibration_batch, covering_subset, int8_copy, predict_probability,
+from micropatch.inference import (DEFAULTS, calibration_batch, covering_subset, int8_copy, predict_probability, to_uint8,
                                   refined_probability, sliding_window_probability)
 from micropatch.fileio import InputError
 from micropatch.model import INPUT_MEAN, INPUT_STD, build_model, load_checkpoint, save_checkpoint
@@ -207,14 +207,24 @@ def test_int8_unet_keeps_stem_and_head_float_and_leaves_the_model_untouched():
 
 @pytest.mark.parametrize("mode", ["paper", "fast"])
 def test_int8_maps_depend_only_on_their_own_image(mode):
-    model = build_model(1).eval()
-    first, second = dotted_image(9, (200, 260)), dotted_image(10, (150, 300))
+    """A network whose int8 maps vary (a random-init U-Net's are constant and could not show a leak): an image's
+    int8 maps are the same before and after a very different image was predicted, while calibrating on that other
+    image would have changed them, so a calibration carried over from image to image would be seen."""
+    model = small_convnet()
+    first, second = dotted_image(9, (200, 260)), dotted_image(10, (150, 300)) // 4  # a quarter of the contrast
+    fov_first, fov_second = np.ones(first.shape, bool), np.ones(second.shape, bool)
     params = DEFAULTS | {"mode": mode, "precision": "int8", "refine_threshold": 0.001}
-    alone = predict_probability(model, first, np.ones(first.shape, bool), params)
-    predict_probability(model, second, np.ones(second.shape, bool), params)
-    again = predict_probability(model, first, np.ones(first.shape, bool), params)
-    assert alone.shape == (1, 200, 260) and np.array_equal(alone, again)
-    float_maps = predict_probability(model, first, np.ones(first.shape, bool), params | {"precision": "fp32"})
+    alone = predict_probability(model, first, fov_first, params)
+    assert alone.shape == (1, 200, 260) and len(np.unique(to_uint8(alone))) > 50  # the maps carry structure
+    predict_probability(model, second, fov_second, params)
+    again = predict_probability(model, first, fov_first, params)
+    assert np.array_equal(alone, again)
+    leaked = int8_copy(model, calibration_batch(second, fov_second, 128, 64, params["calibration_windows"]))
+    with torch.no_grad():
+        windows = calibration_batch(first, fov_first, 128, 64, 4)
+        assert not torch.equal(leaked(windows), int8_copy(model, calibration_batch(
+            first, fov_first, 128, 64, params["calibration_windows"]))(windows))
+    float_maps = predict_probability(model, first, fov_first, params | {"precision": "fp32"})
     assert not np.array_equal(alone, float_maps)  # int8 did run
 
 

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import dvc_workspace, idrid_root, run
+from conftest import dvc_workspace, require_idrid, run
 from micropatch.patches import window_starts
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(idrid_root() is None, reason="real IDRiD copy not present (set MICROPATCH_IDRID)")]
+pytestmark = pytest.mark.slow
 
 IMAGES = ("IDRiD_01", "IDRiD_02", "IDRiD_03")
 SEG = "A. Segmentation"
@@ -45,7 +44,7 @@ def smoke(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("real")
     env = dvc_workspace(work, three_real_images)
-    copy_images(idrid_root(), work / "data" / "sources" / "IDRiD", IMAGES)  # where a user puts it (data.dvc pins it)
+    copy_images(require_idrid(), work / "data" / "sources" / "IDRiD", IMAGES)  # where a user puts it (data.dvc pins it)
     started = time.perf_counter()
     log = run(["dvc", "repro"], work, env)
     return work, log, time.perf_counter() - started
@@ -72,7 +71,7 @@ def test_patch_counts_match_the_official_masks(smoke):
     for split in ("train", "val"):
         per_image |= json.loads((work / f"data/patches/{split}/meta.json").read_text())["per_image"]
     assert sorted(per_image) == [f"idrid/{i}" for i in IMAGES]
-    truths = idrid_root() / SEG / "2. All Segmentation Groundtruths" / "a. Training Set" / "1. Microaneurysms"
+    truths = require_idrid() / SEG / "2. All Segmentation Groundtruths" / "a. Training Set" / "1. Microaneurysms"
     for image_id in IMAGES:
         counts = per_image[f"idrid/{image_id}"]
         assert counts["lesion_patches"] == expected_lesion_windows(truths / f"{image_id}_MA.tif"), image_id

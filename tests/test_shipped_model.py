@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import idrid_root
+
 from micropatch.cli import main as cli
 from micropatch.model import build_model, load_checkpoint, save_checkpoint
 from micropatch.postprocess import operating_mask
@@ -121,19 +121,18 @@ def test_without_model_predict_uses_the_shipped_file_which_is_the_records_releas
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(idrid_root() is None, reason="real IDRiD copy not present (set MICROPATCH_IDRID)")
-def test_predict_on_a_real_idrid_photograph_without_model(tmp_path):
+def test_predict_on_a_real_idrid_photograph_without_model(tmp_path, idrid):
     """The newcomer's first command on a fresh clone: the shipped model on a real 4288x2848 photograph."""
     import subprocess
     import sys
 
-    image = next((idrid_root() / "A. Segmentation/1. Original Images/a. Training Set").glob("IDRiD_0*.jpg"))
+    image = next((idrid / "A. Segmentation/1. Original Images/a. Training Set").glob("IDRiD_0*.jpg"))
     done = subprocess.run([sys.executable, "-m", "micropatch.cli", "predict", str(image), "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=900,
                           env=os.environ | {"MICROPATCH_CACHE": str(tmp_path / "cache")})
     assert done.returncode == 0, done.stderr[-2000:]
     listed = json.loads((tmp_path / f"{image.stem}_lesions.json").read_text())
     assert (listed["width"], listed["height"]) == (4288, 2848) and listed["lesions"]
-    args = json.loads((tmp_path / "predict_args.json").read_text())
-    assert args["model_file"] == str(SHIPPED_MODEL)
-    assert {k: args["inference"][k] for k in PREDICT_DEFAULTS} == PREDICT_DEFAULTS  # its int8 export is beside it
+    settings = json.loads((tmp_path / "predict_runs.json").read_text())["runs"][0]["settings"]
+    assert settings["model_file"] == str(SHIPPED_MODEL)
+    assert {k: settings["inference"][k] for k in PREDICT_DEFAULTS} == PREDICT_DEFAULTS  # its int8 export is beside it

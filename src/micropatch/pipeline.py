@@ -29,7 +29,6 @@ HEADER = ("# Written by `micropatch pipeline` from params.yaml and the stage scr
           "# (rerun `micropatch pipeline` after changing download sources or a stage's imports; CI checks it).\n")
 
 # Paths inside a project, each named once.
-SOURCES_DIR = "data/sources"
 RAW = "data/raw"
 DOWNLOADS = "data/downloads"
 PREPROCESSED = "data/preprocessed"

@@ -69,13 +69,6 @@ def fov_phash(enhanced: np.ndarray, fov: np.ndarray) -> str:
     return str(imagehash.phash(Image.fromarray(np.ascontiguousarray(crop)), hash_size=PHASH_SIZE))
 
 
-def image_phash(path, clip_limit: float = DEFAULTS["clahe_clip_limit"], grid: int = DEFAULTS["clahe_grid"],
-                fov_threshold: int = DEFAULTS["fov_threshold"]) -> str:
-    """fov_phash of a fundus file, preprocessed as the pipeline does."""
-    rgb = read_fundus(path)
-    return fov_phash(green_clahe(rgb, clip_limit, grid), fov_mask(rgb, fov_threshold))
-
-
 def preprocess_record(record: Record, out_dir: Path, lesions: list[str], clip_limit: float, grid: int,
                       fov_threshold: int) -> dict:
     """Write <id>.png (CLAHE green), <id>_fov.png and <id>_<lesion>.png under out_dir; return the fingerprint."""

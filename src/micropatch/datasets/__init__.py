@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..fileio import InputError
@@ -32,13 +32,6 @@ class Record:
     masks: dict[str, Path | None] = field(default_factory=dict)
     mask_level: int = 1
     antialiased: bool = False
-
-    def to_json(self) -> dict:
-        """JSON-ready dict with string paths."""
-        out = asdict(self)
-        out["image_path"] = str(self.image_path)
-        out["masks"] = {k: (str(v) if v is not None else None) for k, v in self.masks.items()}
-        return out
 
 
 def image_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
