@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from micropatch import compute
+from micropatch.core import compute
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = ["4074x2706", "3860x2563", "3430x2278", "3002x1994", "2544x1696", "1440x960"]
@@ -32,7 +32,7 @@ SUMMARY_KEYS = ("dice", "precision", "recall", "aupr_11", "ap", "lesion_sensitiv
 
 def shifted(rgb: np.ndarray, truth: np.ndarray, size: tuple[int, int] | None, folder: Path, stem: str):
     """(rgb as a camera of `size` would store it: resampled, JPEG q75; truth resampled to it)."""
-    from micropatch.fileio import read_fundus
+    from micropatch.core.fileio import read_fundus
 
     if size is None:
         return rgb, truth
@@ -45,7 +45,7 @@ def shifted(rgb: np.ndarray, truth: np.ndarray, size: tuple[int, int] | None, fo
 
 def photographs(args) -> list[tuple[str, Path, Path]]:
     """(image id, photograph, MA mask) of the manifest's split, from the IDRiD copy (or the default's raw data)."""
-    from micropatch.split import read_manifest
+    from micropatch.data.manifest import read_manifest
 
     rows = [r for r in read_manifest(args.manifest) if r["split"] == args.split]
     if args.quick:
@@ -89,13 +89,14 @@ def main() -> None:
         args.model, args.manifest = REPO / "data/model/release.safetensors", REPO / "data/splits/manifest.csv"
         args.split, args.sizes, args.images, args.runtime, args.precision = "val", ["512x340"], 2, "torch", "fp32"
     compute.configure("fast")
-    from micropatch.evaluation import score_images
-    from micropatch.fileio import read_fundus, read_mask
-    from micropatch.inference import fov_scale, predict_probability, to_uint8
-    from micropatch.postprocess import scaled_min_area
-    from micropatch.predict import resolve_settings
-    from micropatch.preprocessing import checked_fov, green_clahe
-    from micropatch.runtimes import load_model
+    from micropatch.core.fileio import read_fundus, read_mask
+    from micropatch.data.preprocessing import checked_fov, green_clahe
+    from micropatch.evaluation.metrics import to_uint8
+    from micropatch.evaluation.postprocess import scaled_min_area
+    from micropatch.evaluation.score import score_images
+    from micropatch.inference.modes import fov_scale, predict_probability
+    from micropatch.inference.predict import resolve_settings
+    from micropatch.inference.runtimes import load_model
 
     model, config = load_model(args.model, args.runtime, args.precision)
     none = {"threshold": None, "min_area": None}

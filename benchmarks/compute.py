@@ -24,16 +24,16 @@ HERE = Path(__file__).resolve().parent
 
 def frame(quick: bool):
     """uint8 (H, W) CLAHE green image and bool FOV of a real IDRiD frame (or a synthetic one of that size)."""
-    from micropatch.preprocessing import fov_mask, green_clahe
+    from micropatch.data.preprocessing import fov_mask, green_clahe
 
     root = Path(os.environ.get("MICROPATCH_IDRID") or HERE.parent.parent / "shared" / "datasets" / "IDRiD")  # empty: make test without IDRiD
     path = root / "A. Segmentation" / "1. Original Images" / "a. Training Set" / "IDRiD_03.jpg"
     if path.is_file():
-        from micropatch.fileio import read_fundus
+        from micropatch.core.fileio import read_fundus
 
         rgb, name = read_fundus(path), "real IDRiD_03"
     else:
-        from micropatch.synthetic import SyntheticSpec, synth_fundus
+        from micropatch.data.synthetic import SyntheticSpec, synth_fundus
 
         rgb, name = synth_fundus(0, SyntheticSpec(width=4288, height=2848))[0], "synthetic 4288x2848"
     image, fov = green_clahe(rgb), fov_mask(rgb)
@@ -45,10 +45,11 @@ def frame(quick: bool):
 
 def trained_maps(quick: bool) -> dict:
     """uint8 paper-mode maps (fp32, int8) of the default pipeline's model on its val images; {} without one."""
-    from micropatch.inference import DEFAULTS, predict_probability, to_uint8
-    from micropatch.fileio import read_png
-    from micropatch.model import load_checkpoint
-    from micropatch.split import read_manifest
+    from micropatch.core.fileio import read_png
+    from micropatch.data.manifest import read_manifest
+    from micropatch.evaluation.metrics import to_uint8
+    from micropatch.inference.modes import DEFAULTS, predict_probability
+    from micropatch.training.network import load_checkpoint
 
     repo = HERE.parent
     if not (repo / "data/model/model.safetensors").is_file():
@@ -69,13 +70,13 @@ def child(mode: str, quick: bool, maps_out: Path) -> dict:
     """One mode's inference timings, in this process; the trained model's maps go to maps_out (npz)."""
     import numpy as np
 
-    from micropatch import compute
+    from micropatch.core import compute
 
     compute.configure(mode)
     import torch
 
-    from micropatch.inference import DEFAULTS, predict_probability
-    from micropatch.model import build_model
+    from micropatch.inference.modes import DEFAULTS, predict_probability
+    from micropatch.training.network import build_model
 
     torch.manual_seed(0)
     model = build_model(1).eval()

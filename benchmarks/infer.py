@@ -23,12 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from micropatch import inference
-from micropatch.inference import DEFAULTS, accumulate_windows, predict_probability, to_uint8
-from micropatch.fileio import read_fundus, read_png
-from micropatch.model import load_checkpoint
-from micropatch.patches import window_starts
-from micropatch.preprocessing import fov_mask, green_clahe
+from micropatch.core.fileio import read_fundus, read_png
+from micropatch.data.patches import window_starts
+from micropatch.data.preprocessing import fov_mask, green_clahe
+from micropatch.evaluation.metrics import to_uint8
+from micropatch.inference import modes
+from micropatch.inference.modes import DEFAULTS, predict_probability
+from micropatch.inference.windows import accumulate_windows
+from micropatch.training.network import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {"paper": {"mode": "paper"}, "paper_int8": {"mode": "paper", "precision": "int8"},
@@ -44,7 +46,7 @@ def frame(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
         path = Path(root) / "A. Segmentation/1. Original Images/a. Training Set/IDRiD_03.jpg"
         rgb, name = read_fundus(path), "real IDRiD_03"
     else:
-        from micropatch.synthetic import SyntheticSpec, synth_fundus
+        from micropatch.data.synthetic import SyntheticSpec, synth_fundus
 
         spec = SyntheticSpec(width=1024, height=680) if quick else SyntheticSpec(width=4288, height=2848)
         rgb, name = synth_fundus(0, spec)[0], "synthetic"
@@ -90,7 +92,7 @@ def child(name: str, repeats: int, quick: bool, checkpoint: str, infer_params: d
         windows.append(len(args[0]))
 
     model.register_forward_pre_hook(count_windows)
-    inference.int8_copy = hooked(inference.int8_copy, count_windows)  # calibration runs before the hook is on
+    modes.int8_copy = hooked(modes.int8_copy, count_windows)  # calibration runs before the hook is on
     seconds = []
     for _ in range(repeats):
         windows.clear()
@@ -107,7 +109,7 @@ def child(name: str, repeats: int, quick: bool, checkpoint: str, infer_params: d
 def pooled_dice(pairs) -> float:
     """Pooled Dice at 0.5 over (probability uint8, truth bool, fov bool) triples: the score stage's own definition
     (micropatch.metrics; a lesion pixel outside the FOV counts as missed)."""
-    from micropatch.metrics import counts_at, image_histograms, scores
+    from micropatch.evaluation.metrics import counts_at, image_histograms, scores
 
     pooled = sum(image_histograms(probability, truth, fov) for probability, truth, fov in pairs)
     return scores(*counts_at(pooled, 0.5))["dice"]
@@ -118,7 +120,7 @@ def agreement(args, infer_params: dict) -> dict:
     whose mask differs from paper's."""
     from tqdm import tqdm
 
-    from micropatch.split import read_manifest
+    from micropatch.data.manifest import read_manifest
 
     model = load_checkpoint(args.model)[0]
     rows = [r for r in read_manifest(args.manifest) if r["split"] == "val"]

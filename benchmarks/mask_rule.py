@@ -1,4 +1,4 @@
-"""Where the label-map rule of micropatch.fileio.read_mask comes from: stray-value figures of real masks.
+"""Where the label-map rule of micropatch.core.fileio.read_mask comes from: stray-value figures of real masks.
 
 For every real IDRiD mask (MICROPATCH_IDRID or --idrid), the share of non-zero pixels that are not one of the
 mask's 3 most frequent values ("stray"), as shipped, after a JPEG round trip (quality 75 and 95), and after
@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from micropatch.fileio import label_map_stray
-from micropatch.synthetic import EOPHTHA_MASK_STYLES, _save_mask_png, synth_fundus
+from micropatch.core.fileio import label_map_stray
+from micropatch.data.synthetic import EOPHTHA_MASK_STYLES, _save_mask_png, synth_fundus
 
 
 def jpeg(values: np.ndarray, quality: int) -> np.ndarray:

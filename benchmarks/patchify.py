@@ -11,9 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from micropatch.fileio import load_params
-from micropatch.patches import build_patch_set, write_patch_set
-from micropatch.split import read_manifest
+from micropatch.core.fileio import load_params
+from micropatch.data.manifest import read_manifest
+from micropatch.data.patches import build_patch_set, write_patch_set
 
 RECORD = Path(__file__).resolve().parents[1] / "results" / "idrid-ma"
 

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from micropatch import compute
+from micropatch.core import compute
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = ("dice", "precision", "recall", "aupr_11", "ap", "lesion_sensitivity", "fps_per_image", "froc")
@@ -29,12 +29,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 val images")
     args = parser.parse_args()
     compute.configure("fast")
-    from micropatch.evaluation import score_images
-    from micropatch.fileio import load_params, read_png
-    from micropatch.inference import DEFAULTS, predict_probability, to_uint8
-    from micropatch.model import load_checkpoint
-    from micropatch.recipe import resolve
-    from micropatch.split import read_manifest
+    from micropatch.core.fileio import load_params, read_png
+    from micropatch.core.recipe import resolve
+    from micropatch.data.manifest import read_manifest
+    from micropatch.evaluation.metrics import to_uint8
+    from micropatch.evaluation.score import score_images
+    from micropatch.inference.modes import DEFAULTS, predict_probability
+    from micropatch.training.network import load_checkpoint
 
     record = args.record
     model, config = load_checkpoint(record / "data/model/release.safetensors")

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from micropatch.recipe import PREDICT_DEFAULTS  # no torch import: the child pins its compute mode first
+from micropatch.core.recipe import PREDICT_DEFAULTS  # no torch import: the child pins its compute mode first
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "models/idrid-ma/model.safetensors"
@@ -50,7 +50,7 @@ TODAY = ["--runtime", "torch", "--compute", "reproducible", "--mode", "fast", "-
          "--precision", "int8"]
 # Today's fast + int8 as it ran when issue #22 was filed: the reproducible mode pinned MKL's AVX2 branch then
 # (COMPATIBLE since, README "Same bytes"), which is faster on the fp32 work of the per-image calibration.
-AS_FILED = ("import sys\nfrom micropatch import compute\ncompute.REPRODUCIBLE_ENV = {**compute.REPRODUCIBLE_ENV, "
+AS_FILED = ("import sys\nfrom micropatch.core import compute\ncompute.REPRODUCIBLE_ENV = {**compute.REPRODUCIBLE_ENV, "
             "'MKL_CBWR': 'AVX2,STRICT'}\nfrom micropatch.cli import main\nsys.argv[0] = 'micropatch'\nmain()")
 
 
@@ -74,8 +74,8 @@ def frame_path(quick: bool, work: Path) -> Path:
 
 
 def synthetic_frames(work: Path, n: int, quick: bool, first: int = 0) -> list[Path]:
-    from micropatch.fileio import write_png
-    from micropatch.synthetic import SyntheticSpec, synth_fundus
+    from micropatch.core.fileio import write_png
+    from micropatch.data.synthetic import SyntheticSpec, synth_fundus
 
     spec = SyntheticSpec(width=1024, height=680) if quick else SyntheticSpec(width=4288, height=2848)
     paths = []
@@ -89,13 +89,13 @@ def synthetic_frames(work: Path, n: int, quick: bool, first: int = 0) -> list[Pa
 def child(args) -> None:
     """Load one setting, time its probability maps of the frame; print one JSON line."""
     runtime, precision, mode = args.child.split(":")
-    from micropatch import compute
+    from micropatch.core import compute
 
     compute.configure("reproducible" if runtime == "torch" else "fast")
-    from micropatch.fileio import read_fundus
-    from micropatch.inference import predict_probability
-    from micropatch.preprocessing import checked_fov, green_clahe
-    from micropatch.runtimes import load_model
+    from micropatch.core.fileio import read_fundus
+    from micropatch.data.preprocessing import checked_fov, green_clahe
+    from micropatch.inference.modes import predict_probability
+    from micropatch.inference.runtimes import load_model
 
     started = time.perf_counter()
     model, config = load_model(args.model, runtime, precision)
@@ -115,7 +115,7 @@ def setting_params(config: dict, runtime: str, precision: str, mode: str) -> dic
     """Infer params of a setting as `micropatch predict` resolves them; mode paper, fast (predict's: two first-pass
     tilings, the shifted one where the first saw a trace), fast2 (both tilings in full) or fast1 (one tiling, as
     fast mode was before)."""
-    from micropatch.inference import DEFAULTS
+    from micropatch.inference.modes import DEFAULTS
 
     return DEFAULTS | config["inference"] | {
         "mode": "paper" if mode == "paper" else "fast", "runtime": runtime, "precision": precision,
@@ -150,15 +150,16 @@ def accuracy(args, pairs: list[tuple[str, str]], work: Path) -> dict:
     """Pooled scores of each fast setting and of the torch fp32 paper reference on the val images."""
     from tqdm import tqdm
 
-    from micropatch import compute
+    from micropatch.core import compute
 
     compute.configure("fast")
-    from micropatch.evaluation import score_images
-    from micropatch.fileio import read_fundus, read_mask, read_png
-    from micropatch.inference import DEFAULTS, predict_probability, to_uint8
-    from micropatch.preprocessing import checked_fov, green_clahe
-    from micropatch.runtimes import load_model
-    from micropatch.split import read_manifest
+    from micropatch.core.fileio import read_fundus, read_mask, read_png
+    from micropatch.data.manifest import read_manifest
+    from micropatch.data.preprocessing import checked_fov, green_clahe
+    from micropatch.evaluation.metrics import to_uint8
+    from micropatch.evaluation.score import score_images
+    from micropatch.inference.modes import DEFAULTS, predict_probability
+    from micropatch.inference.runtimes import load_model
 
     root = Path(os.environ["MICROPATCH_IDRID"])
     ids = [r["image_id"] for r in read_manifest(args.val_manifest) if r["split"] == "val"]

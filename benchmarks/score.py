@@ -32,8 +32,8 @@ def make_images(folder: Path, n: int, shape: tuple[int, int]) -> None:
 
 def child(folder: str, n: int) -> None:
     """Score the first n images; print peak RSS (MB) and seconds."""
-    from micropatch.evaluation import score_images
-    from micropatch.fileio import read_mask, read_png
+    from micropatch.core.fileio import read_mask, read_png
+    from micropatch.evaluation.score import score_images
 
     def items():
         for i in range(n):

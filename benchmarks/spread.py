@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from micropatch.pipeline import fresh_copy
+from micropatch.project.pipeline import fresh_copy
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {"seed 0": {}, "seed 1": {"train": {"seed": 1}}, "seed 2": {"train": {"seed": 2}},

@@ -11,7 +11,6 @@ seconds. The experiments are found by name among the repository's experiment ref
 """
 import argparse
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -26,10 +25,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="JSON: seconds, the records, the code's location")
     args = parser.parse_args()
 
-    from micropatch import compute, study
-    from micropatch.fileio import write_json
+    from micropatch.core import compute
+    from micropatch.core.fileio import write_json
+    from micropatch.experiments.study.project import StudyProject
 
-    project = study.Study(args.project)
+    project = StudyProject(args.project)
     refs = project.git("for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").split("\n")
     revs = {line.split()[1].rsplit("/", 1)[1]: line.split()[0] for line in refs if line.strip()}
     combination = tuple(args.combination.split("+"))
@@ -46,9 +46,11 @@ def main() -> None:
         raise SystemExit(f"no finished experiment for {missing or args.combination}: run the study first")
     preprocessed = project.fetch("data/preprocessed", revs[runs[0]["name"]], project.work / "preprocessed")
     started = time.perf_counter()
-    records = project.combination_strategies(combination, runs, revs, preprocessed)
+    from micropatch.experiments.study import soups  # torch: after the compute mode
+
+    records = soups.combination_strategies(project, combination, runs, revs, preprocessed)
     seconds = time.perf_counter() - started
-    result = {"combination": args.combination, "seconds": round(seconds, 1), "code": study.__file__,
+    result = {"combination": args.combination, "seconds": round(seconds, 1), "code": soups.__file__,
               "records": records}
     print(json.dumps({k: v for k, v in result.items() if k != "records"}))
     if args.out:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from micropatch import compute
-from micropatch.fileio import load_params
-from micropatch.patches import write_patch_set
+from micropatch.core import compute
+from micropatch.core.fileio import load_params
+from micropatch.data.patches import write_patch_set
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD_PATCHES = REPO / "results" / "idrid-ma-best" / "data" / "patches" / "train"
@@ -51,8 +51,11 @@ def main() -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    from micropatch.model import build_model
-    from micropatch.training import PatchDataset, TrainConfig, make_loss, train_step
+    from micropatch.training.config import TrainConfig
+    from micropatch.training.dataset import PatchDataset
+    from micropatch.training.loss import make_loss
+    from micropatch.training.network import build_model
+    from micropatch.training.trainer import train_step
 
     steps, warmup = (8, 2) if args.quick else (args.steps, 3)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

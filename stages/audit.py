@@ -3,9 +3,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from micropatch import logs
-from micropatch.audit import run_audit
-from micropatch.fileio import load_params
+from micropatch.data.entrypoints import audit
 
 
 def main() -> int:
@@ -13,9 +11,7 @@ def main() -> int:
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--patches", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    logs.setup()
-    return run_audit(args.manifest, args.patches, args.out, load_params("audit")["phash_threshold"])
+    return audit(parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -6,15 +6,11 @@ either through a quantized copy of the model on the CPU (benchmarks/infer.py mea
 torch (the default) gives the same bytes on every x86-64 CPU in the reproducible compute mode; onnxruntime and
 openvino run the model's ONNX export faster, with bits that depend on the CPU (benchmarks/runtimes.py). Window and
 stride come from the model's recipe unless params.yaml `infer` sets them. A model of recipe study_baseline predicts
-the RGB photograph in its square frame, mapped back to the native frame (micropatch.square).
-"""
+the RGB photograph in its square frame, mapped back to the native frame (micropatch.square)."""
 import argparse
-import logging
 from pathlib import Path
 
-from micropatch import compute, logs
-from micropatch.fileio import load_params
-from micropatch.split import domain_rows, read_manifest
+from micropatch.inference.entrypoints import infer
 
 
 def main() -> None:
@@ -22,28 +18,7 @@ def main() -> None:
     parser.add_argument("domain")
     for name in ("model", "manifest", "preprocessed", "out"):
         parser.add_argument(f"--{name}", type=Path, required=True)
-    args = parser.parse_args()
-    logs.setup()
-    params = load_params()
-    compute.configure(**params["compute"])  # before torch is imported: it pins what decides the bits
-    import torch
-
-    from micropatch.inference import DEFAULTS, write_domain_maps
-    from micropatch.recipe import resolve
-    from micropatch.runtimes import load_model
-
-    spec = params["roles"]["test_on"][args.domain]
-    runtime, precision = params["infer"]["runtime"], params["infer"]["precision"]
-    device = "cuda" if torch.cuda.is_available() and runtime == "torch" else "cpu"
-    if runtime != "torch":
-        logging.warning("infer.runtime %s: these maps' bits depend on this CPU; torch in the reproducible compute "
-                        "mode gives the same bytes on every x86-64 CPU", runtime)
-    model, config = load_model(args.model, runtime, precision, device=device)
-    settings = resolve(config, "inference", params["infer"], DEFAULTS)
-    rows = domain_rows(read_manifest(args.manifest), args.domain, spec)
-    write_domain_maps(model, config, args.domain, spec, rows, args.preprocessed, settings, args.out, device)
-    logging.info("infer %s: %d images (%s mode, %s %s)", args.domain, len(rows), settings["mode"], runtime,
-                 settings["precision"])
+    infer(parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from micropatch.parallel import GlobalBatchNorm2d
+from micropatch.training.parallel import GlobalBatchNorm2d
 
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()

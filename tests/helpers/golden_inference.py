@@ -15,17 +15,18 @@ import hashlib
 import json
 import sys
 
-from micropatch import compute
+from micropatch.core import compute
 
 compute.configure(sys.argv[1], int(sys.argv[2]))  # before torch is imported
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from micropatch.inference import DEFAULTS, predict_probability, to_uint8  # noqa: E402
-from micropatch.model import build_model  # noqa: E402
-from micropatch.preprocessing import fov_mask, green_clahe  # noqa: E402
-from micropatch.synthetic import SyntheticSpec, synth_fundus  # noqa: E402
+from micropatch.data.preprocessing import fov_mask, green_clahe  # noqa: E402
+from micropatch.data.synthetic import SyntheticSpec, synth_fundus  # noqa: E402
+from micropatch.evaluation.metrics import to_uint8  # noqa: E402
+from micropatch.inference.modes import DEFAULTS, predict_probability
+from micropatch.training.network import build_model  # noqa: E402
 
 SETTINGS = {"paper_fp32": {"mode": "paper"}, "fast_fp32": {"mode": "fast"}}
 

@@ -7,16 +7,18 @@ when anything that decides the bits moves: kernels, instruction set, thread coun
 import sys
 from pathlib import Path
 
-from micropatch import compute
+from micropatch.core import compute
 
 compute.configure(sys.argv[1], int(sys.argv[2]))  # before torch is imported
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from micropatch.fileio import sha256_file  # noqa: E402
-from micropatch.model import build_model, save_checkpoint  # noqa: E402
-from micropatch.training import TrainConfig, make_loss, train_step  # noqa: E402
+from micropatch.core.fileio import sha256_file  # noqa: E402
+from micropatch.training.config import TrainConfig
+from micropatch.training.loss import make_loss
+from micropatch.training.network import build_model, save_checkpoint  # noqa: E402
+from micropatch.training.trainer import train_step  # noqa: E402
 
 STEPS, BATCH, SIZE = 3, 4, 64
 
