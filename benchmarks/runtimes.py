@@ -3,7 +3,8 @@
 Speed: one frame (real IDRiD_03, 4288x2848, when $MICROPATCH_IDRID is set; --quick: a synthetic 1024x680 frame,
 fast mode only, no torch fp32), every runtime x precision in paper mode and fast mode as predict runs it (two
 first-pass tilings, the shifted one where the first saw a trace), and, for int8, fast with both tilings in full
-(fast2) and with one (fast1, as before), each in a fresh process (its peak RSS is its own): seconds for the probability maps once the model is loaded and compiled (that cost is reported apart: a
+(fast2) and with one (fast1, as before), each in a fresh process (its peak RSS is its own): seconds for the
+probability maps once the model is loaded and compiled (that cost is reported apart: a
 folder pays it once). torch runs in the pipeline's reproducible compute mode, as the pipeline and `micropatch
 predict` did before the runtimes existed (today's fast + int8: torch int8 calibrated on each image, one tiling).
 

@@ -65,7 +65,8 @@ def main() -> None:
                   f"{results[n]['seconds']:.1f} s")
     rss = [results[n]["peak_rss_mb"] for n in counts]
     print(json.dumps({"image_shape": list(shape), "images": list(counts), "peak_rss_mb": rss,
-                      "rss_growth_ratio": rss[-1] / rss[0], "seconds_per_image": results[counts[-1]]["seconds"] / counts[-1]}))
+                      "rss_growth_ratio": rss[-1] / rss[0],
+                      "seconds_per_image": results[counts[-1]]["seconds"] / counts[-1]}))
 
 
 if __name__ == "__main__":

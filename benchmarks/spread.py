@@ -3,7 +3,8 @@ fast against reproducible, i.e. oneDNN's kernels for this CPU against the pinned
 
 Each variant is the full default pipeline (`dvc repro` after `make data`'s restore) in its own copy of the
 repository's tracked files, run one after the other. About 8 minutes per variant on 2 cores; --quick runs one
-variant trained for 2 steps in fast mode (it checks that the script works, not the spread). Prints one line per variant and, last, one JSON object with the pooled Dice, AP and FROC
+variant trained for 2 steps in fast mode (it checks that the script works, not the spread). Prints one line per
+variant and, last, one JSON object with the pooled Dice, AP and FROC
 of every domain, and the spread (max - min) over seeds and over modes.
 """
 import argparse

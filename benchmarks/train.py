@@ -44,7 +44,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--patches", type=Path, default=RECORD_PATCHES)
-    parser.add_argument("--compute", choices=compute.MODES, default=load_params("compute", REPO / "params.yaml")["mode"])
+    parser.add_argument("--compute", choices=compute.MODES,
+                        default=load_params("compute", REPO / "params.yaml")["mode"])
     parser.add_argument("--variants", nargs="+", default=["baseline"], choices=VARIANTS)
     args = parser.parse_args()
     settings = compute.configure(args.compute)  # before torch is imported

@@ -3,7 +3,7 @@ selection split (tune when the manifest has one, else val) with their recipe, pe
 kill (also when DVC has deleted the outputs before rerunning the stage).
 
 Data-parallel: with `train.processes` > 1 the stage runs itself under torchrun on this machine; on several
-machines, start `torchrun --nnodes ... stages/train.py <the same arguments>` on each (README, "Scale out")."""
+machines, start `torchrun --nnodes ... stages/train.py <the same arguments>` on each (docs/how-to/scale-out.md)."""
 import argparse
 from pathlib import Path
 

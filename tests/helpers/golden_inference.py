@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from micropatch.data.preprocessing import fov_mask, green_clahe  # noqa: E402
 from micropatch.data.synthetic import SyntheticSpec, synth_fundus  # noqa: E402
 from micropatch.evaluation.metrics import to_uint8  # noqa: E402
-from micropatch.inference.modes import DEFAULTS, predict_probability
+from micropatch.inference.modes import DEFAULTS, predict_probability  # noqa: E402
 from micropatch.training.network import build_model  # noqa: E402
 
 SETTINGS = {"paper_fp32": {"mode": "paper"}, "fast_fp32": {"mode": "fast"}}

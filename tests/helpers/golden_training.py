@@ -15,8 +15,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from micropatch.core.fileio import sha256_file  # noqa: E402
-from micropatch.training.config import TrainConfig
-from micropatch.training.loss import make_loss
+from micropatch.training.config import TrainConfig  # noqa: E402
+from micropatch.training.loss import make_loss  # noqa: E402
 from micropatch.training.network import build_model, save_checkpoint  # noqa: E402
 from micropatch.training.trainer import train_step  # noqa: E402
 

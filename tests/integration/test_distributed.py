@@ -21,7 +21,8 @@ from micropatch.training import parallel
 
 # 4 steps of a global batch of 8 per epoch: each of 2 processes takes 4 patches of every batch. SGD: Adam's first
 # steps are lr * sign(gradient), which turns float rounding in near-zero gradients into whole steps.
-TRAIN = dict(epochs=3, batch_size=8, max_steps_per_epoch=4, early_stopping_patience=10, seed=0, lr=0.01, optimizer="sgd",
+TRAIN = dict(epochs=3, batch_size=8, max_steps_per_epoch=4, early_stopping_patience=10, seed=0, lr=0.01,
+             optimizer="sgd",
              sync_batchnorm=True)
 
 

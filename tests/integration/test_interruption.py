@@ -33,7 +33,8 @@ def run_child(code: str) -> subprocess.Popen:
 def test_sigkilled_training_resumes_to_the_uninterrupted_weights(patches, tmp_path):
     train_dir, val_dir = patches
     reference = tmp_path / "reference.safetensors"
-    train(train_dir, val_dir, ["MA"], TrainConfig.from_params(PARAMS, **CFG), reference, tmp_path / "ref_state.pt", "fp")
+    train(train_dir, val_dir, ["MA"], TrainConfig.from_params(PARAMS, **CFG), reference, tmp_path / "ref_state.pt",
+          "fp")
 
     model, state = tmp_path / "model.safetensors", tmp_path / "state.pt"
     child = run_child(f"""
@@ -42,7 +43,8 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(patches, tmp_pa
         from micropatch.training.config import TrainConfig
         from micropatch.training.trainer import train
         # after the first checkpoint, hang as a long epoch would, until killed
-        train(Path({str(train_dir)!r}), Path({str(val_dir)!r}), ["MA"], TrainConfig.from_params({str(PARAMS)!r}, **{CFG!r}), Path({str(model)!r}),
+        train(Path({str(train_dir)!r}), Path({str(val_dir)!r}), ["MA"],
+              TrainConfig.from_params({str(PARAMS)!r}, **{CFG!r}), Path({str(model)!r}),
               Path({str(state)!r}), "fp", on_epoch=lambda history: time.sleep(600))
     """)
     deadline = time.time() + 300
@@ -92,7 +94,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(patch
 
     monkeypatch.setattr(trainer, "make_loss", lambda n, c: lambda logits, target: logits.sum() * float("nan"))
     with pytest.raises(TrainingDiverged, match="loss became nan in epoch 2.*kept the last good checkpoint"):
-        train(train_dir, val_dir, ["MA"], TrainConfig.from_params(PARAMS, **(CFG | {"epochs": 2})), tmp_path / "m.safetensors", state, "fp")
+        train(train_dir, val_dir, ["MA"], TrainConfig.from_params(PARAMS, **(CFG | {"epochs": 2})),
+              tmp_path / "m.safetensors", state, "fp")
     assert state.read_bytes() == good
 
 

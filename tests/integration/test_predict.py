@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from micropatch.inference import runtimes
 from micropatch.cli import main as cli
 from micropatch.core.recipe import AUTO_RESCALE_TOLERANCE, training_recipe
+from micropatch.inference import runtimes
 from micropatch.training.network import build_model, load_checkpoint, save_checkpoint
 
 FAST = ["--runtime", "torch", "--compute", "fast"]  # torch is already imported in this process: the

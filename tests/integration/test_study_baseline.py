@@ -51,7 +51,8 @@ def test_to_square_pads_with_zeros_and_keeps_channels():
     frame = square_frame(fov, 64)
     square = to_square(rgb, frame)
     assert square.shape == (64, 64, 3)
-    assert (square[:frame.pad_top] == 0).all() and (square[frame.pad_top:frame.pad_top + frame.scaled_height] == 200).all()
+    assert (square[:frame.pad_top] == 0).all()
+    assert (square[frame.pad_top:frame.pad_top + frame.scaled_height] == 200).all()
 
 
 def test_hsv_matches_colorsys_and_round_trips():
@@ -103,7 +104,8 @@ yy, xx = np.mgrid[:683, :1021]
 fov = (yy - 341) ** 2 + (xx - 510) ** 2 <= 330 ** 2
 frame = square_frame(fov, 400)
 out = [to_square(rgb, frame), mask_to_square(rng.random((683, 1021)) > 0.99, frame),
-       augment_colour(to_square(rgb, frame)[:64, :64].astype(np.float32), np.random.default_rng(0), 0.05, 0.2, 0.2, 0.2),
+       augment_colour(to_square(rgb, frame)[:64, :64].astype(np.float32), np.random.default_rng(0), 0.05, 0.2, 0.2,
+                      0.2),
        to_native(rng.random((2, 400, 400)).astype(np.float32), frame, fov.shape)]  # the maps' way back
 print(hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in out)).hexdigest())
 """
@@ -144,7 +146,8 @@ def test_same_dvc_yaml_runs_and_scores_the_study_baseline_on_four_lesions(tmp_pa
     assert np.load(tmp_path / "data/patches/train/images.npy", mmap_mode="r").shape[1:] == (192, 192, 3)
     leakage = json.loads((tmp_path / "metrics/leakage.json").read_text())
     val = json.loads((tmp_path / "data/patches/val/meta.json").read_text())
-    assert leakage["total_leaks"] == 0 and leakage["patches_checked"] == meta["patches"] + val["patches"]  # every square
+    # every square
+    assert leakage["total_leaks"] == 0 and leakage["patches_checked"] == meta["patches"] + val["patches"]
     from micropatch.training.network import load_checkpoint
 
     model, config = load_checkpoint(tmp_path / "data/model/release.safetensors")

@@ -86,7 +86,8 @@ def trials_run(log: str) -> list[int]:
 @pytest.mark.slow
 def test_sqlite_study_logs_trials_as_dvc_experiments_and_writes_the_best_values_back(tmp_path):
     root = workspace(tmp_path / "project", trials=2)
-    (root / ".gitignore").write_text("/data/*\n!/data/tune/\n/data/tune/*.db\n/data/tune/patches/\n")  # as the project's
+    # as the project's
+    (root / ".gitignore").write_text("/data/*\n!/data/tune/\n/data/tune/*.db\n/data/tune/patches/\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
                 git + ["commit", "-qm", "project"]):
@@ -219,7 +220,8 @@ def test_search_space_errors_name_the_key_and_the_fix(tmp_path):
     from micropatch.experiments.tuning import open_storage, suggest, write_best
 
     trial = optuna.create_study().ask()
-    values = suggest(trial, {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True}, "train.epochs": {"low": 1, "high": 3},
+    values = suggest(trial, {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                             "train.epochs": {"low": 1, "high": 3},
                              "train.attention": ["scse", None]})
     assert 1e-4 <= values["train.lr"] <= 1e-2 and values["train.epochs"] in (1, 2, 3)
     assert isinstance(values["train.epochs"], int) and values["train.attention"] in ("scse", None)

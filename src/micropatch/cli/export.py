@@ -11,7 +11,8 @@ from micropatch.core.fileio import InputError, sha256_file
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("export", help="write a checkpoint as ONNX (recipe in its metadata) for onnxruntime/openvino")
+    parser = sub.add_parser("export", help="write a checkpoint as ONNX (recipe in its metadata) for "
+                                           "onnxruntime / openvino")
     parser.add_argument("model", type=Path, help="a micropatch checkpoint (.safetensors)")
     parser.add_argument("--format", choices=("onnx",), default="onnx")
     parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
@@ -33,7 +34,8 @@ def run(args) -> int:
 
     model, config = load_checkpoint(args.model)
     if model_recipe(config) != "micropatch":
-        raise InputError(f"{args.model}: recipe {model_recipe(config)} runs on torch fp32 only (README, \"Recipes\"); "
+        raise InputError(f"{args.model}: recipe {model_recipe(config)} runs on torch fp32 only "
+                         "(docs/explanation/recipes.md); "
                          "micropatch export writes micro-patching models")
     sha256 = sha256_file(args.model)
     out = args.out or (int8_export_path(args.model) if args.precision == "int8" else args.model.with_suffix(".onnx"))

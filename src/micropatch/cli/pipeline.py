@@ -10,7 +10,8 @@ from micropatch.project.pipeline import is_current, projects, write
 def add_parser(sub) -> None:
     parser = sub.add_parser("pipeline", help="write dvc.yaml of the root project and of every record under results/ "
                                              "from params.yaml and the stage scripts' imports")
-    parser.add_argument("--check", action="store_true", help="only check that every dvc.yaml is current (exit 1 if not)")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that every dvc.yaml is current (exit 1 if not)")
     parser.set_defaults(func=run)
 
 

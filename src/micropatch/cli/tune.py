@@ -10,7 +10,8 @@ from micropatch.core.fileio import InputError, load_params
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("tune", help="hyper-parameter search (Optuna: TPE, pruning) over params.yaml tune.space, on "
+    parser = sub.add_parser("tune", help="hyper-parameter search (Optuna: TPE, pruning) over params.yaml "
+                                         "tune.space, on "
                                          "the pipeline's train patches and selection split; workers may share a study")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--patches", type=Path, default=Path("data/patches"))
@@ -19,7 +20,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--work", type=Path, default=Path("data/tune"),
                         help="cached patch sets, per-trial dvclive folders, <study>/best.json")
     parser.add_argument("--storage", help="SQLAlchemy URL (default: params tune.storage, a SQLite file); "
-                                          "postgresql+psycopg2://user@host:port/db lets workers on many machines share it")
+                                          "postgresql+psycopg2://user@host:port/db lets workers on many "
+                                          "machines share it")
     parser.add_argument("--study", help="study name (default: params tune.study)")
     parser.add_argument("--trials", type=int, help="stop when the study holds this many finished trials, whichever "
                                                    "workers ran them (default: params tune.trials)")
@@ -27,9 +29,11 @@ def add_parser(sub) -> None:
                                                  "its own, or they propose the same first trials")
     parser.add_argument("--heartbeat", type=int, default=60, help="seconds between a running trial's heartbeats")
     parser.add_argument("--grace", type=int, default=180,
-                        help="a running trial without a heartbeat for this long is failed (its worker died) and retried")
+                        help="a running trial without a heartbeat for this long is failed (its worker died) "
+                             "and retried")
     parser.add_argument("--max-retry", type=int, default=1, help="retries of a trial whose worker died")
-    parser.add_argument("--no-dvc-exp", action="store_true", help="log trials with dvclive without saving DVC experiments")
+    parser.add_argument("--no-dvc-exp", action="store_true",
+                        help="log trials with dvclive without saving DVC experiments")
     parser.add_argument("--write-best", action="store_true",
                         help="write the best trial's values into params.yaml (comments kept), for `dvc repro`")
     parser.set_defaults(func=run)

@@ -25,7 +25,7 @@ UMASK = os.umask(0o022)
 os.umask(UMASK)  # read once: temp files are created 0600 and get the user's usual mode before the rename
 MAX_MASK_LABELS = 3  # {0,1}, {0,255}, {0,200}, {0,200,255}: the label levels of the released masks
 # A mask may hold other values on at most this share of its lesion pixels and still be a label map. Measured
-# (benchmarks/mask_rule.py, README "Masks"): the one stray e-ophtha file has 0.75 %; over all 187 real IDRiD
+# (benchmarks/mask_rule.py, docs/explanation/masks.md): the one stray e-ophtha file has 0.75 %; over all 187 real IDRiD
 # masks, a JPEG round trip gives at least 3.7 % (quality 95) and a bilinear resampling at least 2.2 %.
 MAX_STRAY_FRACTION = 0.01
 

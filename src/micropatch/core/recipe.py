@@ -21,8 +21,8 @@ INFER_DEFAULTS = {"mode": "paper", "precision": "fp32", "batch_size": 32, "refin
                   "calibration_windows": 32, "tta": "none", "rescale_fov": False}
 PREPROCESS_KEYS = ("clahe_clip_limit", "clahe_grid", "fov_threshold")
 # rescale_fov "auto" (`micropatch predict`'s default): a photograph is resampled only when its FOV diameter differs
-# from the training images' by more than this share. Chosen on benchmarks/camera_shift.py's tune images (README,
-# "Other cameras"): within it, resampling costs more (blur) than the size difference does.
+# from the training images' by more than this share. Chosen on benchmarks/camera_shift.py's tune images
+# (docs/how-to/predict.md): within it, resampling costs more (blur) than the size difference does.
 AUTO_RESCALE_TOLERANCE = 0.10
 RESCALE_CHOICES = (False, True, "auto")
 
@@ -85,7 +85,8 @@ def checkpoint_config(path: Path) -> dict:
         raise InputError(f"{path}: its micropatch config is not valid JSON; the file is corrupt") from None
 
 
-# How images become training data and maps (README, "Recipes"): the method, or the cross-dataset study's baseline.
+# How images become training data and maps (docs/explanation/recipes.md): the method, or the cross-dataset study's
+# baseline.
 RECIPES = ("micropatch", "study_baseline")
 
 
@@ -114,7 +115,7 @@ RUNTIME_PRECISIONS = {"torch": ("fp32", "int8", "bf16"), "onnxruntime": ("fp32",
                       "openvino": ("fp32", "int8", "bf16")}
 RUNTIMES = tuple(RUNTIME_PRECISIONS)
 # `micropatch predict`'s defaults: the fastest setting measured within the accuracy limits on the real val images
-# (README, "Runtimes"). Fast mode's first pass as two tilings: with one, lesions on its window borders are missed.
+# (docs/how-to/runtimes.md). Fast mode's first pass as two tilings: with one, lesions on its window borders are missed.
 # The shifted tiling's windows run only where the first tiling's maps reach shifted_evidence: 0.003 is the largest
 # of 0.002 / 0.003 / 0.005 / 0.01 whose pooled Dice stayed within 0.001 of both tilings in full on the record's 6
 # tune images (not its val images); it runs 35 % fewer windows than both in full there.
@@ -127,7 +128,8 @@ def int8_export_path(checkpoint: Path) -> Path:
     return checkpoint.with_name(f"{checkpoint.stem}-int8.onnx")
 
 
-def predict_setting(model: Path, runtime: str | None, precision: str | None, compute: str | None) -> tuple[str, str | None]:
+def predict_setting(model: Path, runtime: str | None, precision: str | None,
+                    compute: str | None) -> tuple[str, str | None]:
     """(runtime, precision) for `micropatch predict`: what the user gave, else PREDICT_DEFAULTS where the model has
     what they need (int8: the export beside the checkpoint), logged. precision None: an .onnx file's own."""
     if compute == "reproducible":

@@ -65,7 +65,8 @@ def audit_patches(rows: list[dict], patch_sets: dict[str, list[dict]]) -> list[L
             if source is None:
                 leaks.append(Leak("patches_from_unknown_images", where, "not in the manifest", "unknown source"))
             elif source["split"] != split:
-                kind = ("eval_images_in_train_patches" if split == "train" and source["split"] in ("val", "test", "held_out")
+                evaluated = source["split"] in ("val", "test", "held_out")
+                kind = ("eval_images_in_train_patches" if split == "train" and evaluated
                         else "patches_from_another_split")
                 leaks.append(Leak(kind, where, _label(source), f"source image is in '{source['split']}'"))
     return leaks
@@ -74,7 +75,8 @@ def audit_patches(rows: list[dict], patch_sets: dict[str, list[dict]]) -> list[L
 def summary(leaks: list[Leak], rows: list[dict], patch_sets: dict[str, list[dict]], threshold: int) -> dict:
     """The leakage metric: a count per check (all 0 on a clean split) and what was checked."""
     counts = {kind: sum(leak.kind == kind for leak in leaks) for kind in COUNTS}
-    return counts | {"total_leaks": len(leaks), "images": len(rows), "image_pairs_checked": len(rows) * (len(rows) - 1) // 2,
+    return counts | {"total_leaks": len(leaks), "images": len(rows),
+                     "image_pairs_checked": len(rows) * (len(rows) - 1) // 2,
                      "patches_checked": sum(len(v) for v in patch_sets.values()), "phash_threshold": threshold}
 
 

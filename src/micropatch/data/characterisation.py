@@ -1,7 +1,8 @@
 """What each dataset is like before any model sees it (the second study's data section): its labelling style,
 read from the joint distribution per image of lesion count and mean lesion area, and an image-quality grade per
 photograph. Both are transparent rules whose thresholds were set on real IDRiD and on the generator's fine,
-coarse and mixed sets (README, "Characterisation"); the study graded quality with MCF-Net, whose weights cannot
+coarse and mixed sets (docs/explanation/characterisation.md); the study graded quality with MCF-Net, whose
+weights cannot
 be fetched here, so the grade below is not MCF-Net's."""
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from micropatch.data.preprocessing import fov_diameter, fov_mask
 # An image looks coarsely labelled when its mean lesion component area (all annotated lesion types together)
 # exceeds this share of its FOV area (parts per million): about the geometric mean of real IDRiD's largest
 # per-image mean (743 ppm; median 105) and the smallest of the generator's coarse labels at the default's size
-# (1,972 ppm; its fine labels reach 438). README, "Characterisation".
+# (1,972 ppm; its fine labels reach 438). docs/explanation/characterisation.md.
 COARSE_IMAGE_PPM = 1200.0
 # A dataset is fine when under this share of its images with lesions look coarse, coarse above the other, else mixed
 FINE_BELOW, COARSE_ABOVE = 0.2, 0.8
@@ -24,7 +25,7 @@ GRADES = ("Good", "Usable", "Reject")
 # scale): focus, the Laplacian's standard deviation over the mean green inside the FOV; brightness, the mean green
 # inside the FOV; evenness, 1 - the spread of the heavily blurred green over its mean. (reject below, good at):
 # real IDRiD's lowest values (focus 0.121, brightness 40.0, evenness 0.522 over its 54 training images, all
-# graded images of a challenge set) times 0.4 and 0.8 (README, "Characterisation")
+# graded images of a challenge set) times 0.4 and 0.8 (docs/explanation/characterisation.md)
 QUALITY_LIMITS = {"focus": (0.048, 0.097), "brightness": (16.0, 32.0), "evenness": (0.209, 0.418)}
 QUALITY_DIAMETER = 512
 

@@ -65,7 +65,8 @@ def download(args: argparse.Namespace) -> None:
 
 
 def preprocess(args: argparse.Namespace) -> None:
-    """stages/preprocess.py: green channel + CLAHE, FOV mask and binary lesion masks per image; a fingerprint per dataset.
+    """stages/preprocess.py: green channel + CLAHE, FOV mask and binary lesion masks per image; a fingerprint per
+    dataset.
 
     args: the stage script's parsed arguments (the paths dvc.yaml names).
     """
@@ -183,7 +184,8 @@ def squares(rows: list[dict], preprocessed: Path, lesions: list[str], baseline: 
 
 
 def patchify(args: argparse.Namespace) -> None:
-    """stages/patchify.py: 128x128 windows every 64 px of each train/tune/val image; all lesion windows, 10 % of background
+    """stages/patchify.py: 128x128 windows every 64 px of each train/tune/val image; all lesion windows, 10 % of
+    background
     (the paper's sampling), plus hard negatives and lesion-centred windows for the train split when params ask. Under
     `recipe: study_baseline`, one square per image instead (micropatch.square), which train crops at random.
 

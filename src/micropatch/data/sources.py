@@ -298,7 +298,8 @@ def materialise(entry: dict, dest: Path, downloads: Path, limits: Limits = Limit
         return extract(download(source, expected, downloads), dest, limits)
     path = resolve(source)
     if not path.exists():
-        raise InputError(f"source '{source}' ({path}) does not exist; download the dataset there (README) "
+        raise InputError(f"source '{source}' ({path}) does not exist; download the dataset there "
+                         "(docs/how-to/real-datasets.md) "
                          "or fix the source in params.yaml")
     if path.is_dir():
         return copy_folder(path, dest)

@@ -83,7 +83,7 @@ def score(args: argparse.Namespace) -> None:
             write_json(plots / "froc" / f"{name}_{lesion}.json",
                        figures.curve_records(curves[name, lesion]["froc_curve"],
                                              ("threshold", "fps_per_image", "sensitivity")))
-    figures.curves_figure({d: {l: s | curves[d, l] for l, s in by.items()} for d, by in results.items()},
+    figures.curves_figure({d: {lesion: s | curves[d, lesion] for lesion, s in by.items()} for d, by in results.items()},
                           plots / "curves.png")
     with open(args.history, newline="") as f:
         figures.training_figure(list(csv.DictReader(f, delimiter="\t")), plots / "training.png")

@@ -76,7 +76,8 @@ def score_domain(domain: dict, pred_dir: Path, preprocessed: Path, params: dict,
     Only images whose dataset annotates a lesion are scored for it (e-ophtha annotates MA only).
     """
     folder = preprocessed / domain["dataset"]
-    annotated = {fp["image_id"]: fp["annotated"] for fp in json.loads((folder / "fingerprint.json").read_text())["images"]}
+    fingerprints = json.loads((folder / "fingerprint.json").read_text())["images"]
+    annotated = {fp["image_id"]: fp["annotated"] for fp in fingerprints}
     results, all_rows = {}, []
     for lesion in domain["lesions"]:
         sizes = []
@@ -169,7 +170,8 @@ def cross_domain_table(rows: list[dict]) -> str:
 
 
 # Beside every table that marks a degenerate map's aupr_11 (metrics.is_degenerate).
-DEGENERATE_FOOTNOTE = ("\n\\* a degenerate map: fewer pixels marked at p >= 0.5 than a tenth of the true ones, or none. "
+DEGENERATE_FOOTNOTE = ("\n\\* a degenerate map: fewer pixels marked at p >= 0.5 than a tenth of the true ones, "
+                       "or none. "
                        "The IDRiD challenge's aupr_11 counts precision as 1 where nothing is predicted, so such a map "
                        "scores about 0.5 whatever it ranks; read AP.\n")
 

@@ -190,7 +190,7 @@ def run(record: Path, variants_file: Path, names: list[str], seeds: list[int], t
         raise InputError(f"{variants_file}: no variant named {unknown}; it has {sorted(variants)}")
     if not (record / "data/preprocessed").is_dir():
         raise InputError(f"{record}/data/preprocessed is missing: build the record's data first (`cd {record} && "
-                         "dvc repro patient-split`, with its data/sources in place: its README)")
+                         "dvc repro patient-split`, with its data/sources in place: the record's README)")
     record_params = load_params(path=record / "params.yaml")
     rows = read_manifest(record / "data/splits/manifest.csv")
     out = []

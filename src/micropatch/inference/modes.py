@@ -29,7 +29,7 @@ TTAS = ("none", "flips")
 # For a checkpoint whose file carries no recipe (written before recipes existed): the method's 128/64 windows.
 # Not the model's to carry: the runtime (torch unless params.yaml `infer` or `micropatch predict` says otherwise),
 # and fast mode's first pass (one tiling of windows; predict uses two, the second where the first saw a trace:
-# README, "Runtimes").
+# docs/how-to/runtimes.md).
 DEFAULTS = INFER_DEFAULTS | {"window": 128, "stride": 64, "runtime": "torch", "first_pass_tilings": 1,
                              "shifted_evidence": 0.0}
 
@@ -72,7 +72,8 @@ def rescaled_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndar
 def predict_probability(model: torch.nn.Module, image: np.ndarray, fov: np.ndarray, params: dict,
                         device: str | torch.device = "cpu", progress=None) -> np.ndarray:
     """(L, H, W) probabilities, 0 outside the FOV, by params `infer`: mode paper or fast (which reads
-    refine_threshold, first_pass_tilings and shifted_evidence), runtime torch (precision fp32, or int8 on the CPU: a copy of the model quantized with ranges
+    refine_threshold, first_pass_tilings and shifted_evidence), runtime torch (precision fp32, bf16, or int8 on
+    the CPU: a copy of the model quantized with ranges
     from calibration_windows of this image's own first-pass windows, so an image's maps never depend on which
     images came before it) or onnxruntime / openvino (model: a runtimes.ExportedModel loaded for that runtime and
     precision), tta none or flips, rescale_fov (fov_scale, rescaled_probability).

@@ -28,7 +28,7 @@ def int8_lines(model: Path) -> list[str]:
             f"  convolutions stay float32), activation ranges from {calibration['windows']} windows of the "
             f"{calibration['images']} train images;",
             "  what `micropatch predict` runs by default, on OpenVINO. Written by `micropatch export model.safetensors",
-            "  --precision int8 --calibration TRAIN_IMAGES...` (README, Runtimes)."]
+            "  --precision int8 --calibration TRAIN_IMAGES...` (docs/how-to/runtimes.md)."]
 
 
 def card(model: Path, record: Path, shift: Path | None, runtimes: Path | None = None) -> str:
@@ -48,10 +48,12 @@ def card(model: Path, record: Path, shift: Path | None, runtimes: Path | None = 
         "  safetensors (no pickle); convolution kernels stored as float16 and loaded into float32; everything",
         "  prediction needs is in its metadata (`micropatch` key): preprocessing, windows, normalisation, operating",
         "  point and the training images' FOV diameter.",
-        f"- Made by: `dvc repro` in `{record.relative_to(record.parents[1])}` (its params.yaml and dvc.lock); this file is",
+        f"- Made by: `dvc repro` in `{record.relative_to(record.parents[1])}` (its params.yaml and dvc.lock); "
+        "this file is",
         "  that record's `data/model/release.safetensors`, byte for byte (tests/test_shipped_model.py checks it), so",
         "  the figures below are this file's.",
-        f"- Architecture: U-Net, {config['encoder']} encoder from random init, {config['attention']} decoder attention,",
+        f"- Architecture: U-Net, {config['encoder']} encoder from random init, {config['attention']} decoder "
+        "attention,",
         f"  1 input channel (CLAHE green), outputs {config['lesions']}.", *int8_lines(model), "",
         "## Training data", "",
         f"IDRiD segmentation training set (India, Kowa VX-10α, 4288x2848, CC BY 4.0): {len(by_split['train'])} train, "
@@ -105,7 +107,7 @@ def card(model: Path, record: Path, shift: Path | None, runtimes: Path | None = 
               "## Limits", "",
               f"- Trained on {len(by_split['train'])} images from one camera and one population; microaneurysms only.",
               "- Measured on 11 images of the same release; every other camera is untested except the built shift "
-              "above. Real e-ophtha or DDR figures need those datasets (README, Datasets).",
+              "above. Real e-ophtha or DDR figures need those datasets (docs/how-to/real-datasets.md).",
               "- Probabilities are not calibrated; the operating point is the tune split's best Dice.",
               "- Random-init encoder (no ImageNet weights offline); trained in the `fast` compute mode, so retraining "
               "on another CPU gives close, not identical, weights.", ""]

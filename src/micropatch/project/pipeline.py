@@ -126,11 +126,13 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
     swa = strategy_names(params, project)
     study = "study" in params
     stages = {
-        "download": stage("download", project, code, ["--params params.yaml", f"--out {RAW}", f"--downloads {DOWNLOADS}"],
+        "download": stage("download", project, code,
+                          ["--params params.yaml", f"--out {RAW}", f"--downloads {DOWNLOADS}"],
                           deps=local_sources(params, project), params=["download"], outs=[RAW]),
         "preprocess": stage("preprocess", project, code, [f"--raw {RAW}", f"--out {PREPROCESSED}",
                                                     f"--summary {METRICS}/datasets.json"],
-                            deps=[RAW], params=["preprocess"], outs=[PREPROCESSED, untracked(f"{METRICS}/datasets.json")]),
+                            deps=[RAW], params=["preprocess"],
+                            outs=[PREPROCESSED, untracked(f"{METRICS}/datasets.json")]),
         "characterise": stage("characterise", project, code, [f"--raw {RAW}", f"--preprocessed {PREPROCESSED}",
                                                         f"--out {METRICS}/characterisation.json",
                                                         f"--plots {METRICS}/characterisation"],
@@ -193,7 +195,7 @@ def pipeline(project: Path, code: Path = REPO) -> dict:
         {"labelling style (log10 mean lesion area, ppm of the FOV, against log10 lesion count, per image)": {
             "template": "scatter", "x": "log10_count",
             "y": {f"{METRICS}/characterisation/labelling_{d}.csv": "log10_mean_area_ppm" for d in datasets}}},
-        {"image quality (not MCF-Net: README, Characterisation)": {
+        {"image quality (not MCF-Net: docs/explanation/characterisation.md)": {
             "template": "scatter", "x": "focus",
             "y": {f"{METRICS}/characterisation/quality_{d}.csv": "evenness" for d in datasets}}},
     ]

@@ -32,9 +32,10 @@ def train_stage(args: argparse.Namespace, script: Path) -> None:
     kill (also when DVC has deleted the outputs before rerunning the stage).
 
     Data-parallel: with `train.processes` > 1 the stage runs itself under torchrun on this machine; on several
-    machines, start `torchrun --nnodes ... stages/train.py <the same arguments>` on each (README, "Scale out").
+    machines, start `torchrun --nnodes ... stages/train.py <the same arguments>` on each (docs/how-to/scale-out.md).
 
-    args: the stage script's parsed arguments (the paths dvc.yaml names); script: that script, which torchrun reruns in each process.
+    args: the stage script's parsed arguments (the paths dvc.yaml names); script: that script, which torchrun
+    reruns in each process.
     """
     logs.setup()
     params = load_params()

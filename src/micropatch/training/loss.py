@@ -18,7 +18,7 @@ def make_loss(n_classes: int, cfg: TrainConfig):
     focal_weight = 1 - cfg.dice_weight - cfg.bce_weight
     if cfg.bce_weight == 0:
         return lambda logits, target: cfg.dice_weight * dice(logits, target) + focal_weight * focal(logits, target)
-    bce = torch.nn.BCEWithLogitsLoss() if not cfg.ohem_ratio else lambda l, t: ohem_bce(l, t, cfg.ohem_ratio)
+    bce = torch.nn.BCEWithLogitsLoss() if not cfg.ohem_ratio else lambda logits, t: ohem_bce(logits, t, cfg.ohem_ratio)
     return lambda logits, target: (cfg.dice_weight * dice(logits, target) + cfg.bce_weight * bce(logits, target)
                                    + focal_weight * focal(logits, target))
 

@@ -61,7 +61,8 @@ def test_thread_count_is_part_of_the_pin(tmp_path):
 def test_configure_refuses_when_torch_was_imported_first():
     code = ("import torch, os; os.environ.pop('ATEN_CPU_CAPABILITY', None)\n"
             "from micropatch.core import compute\n"
-            "try:\n    compute.configure('reproducible')\nexcept compute.ComputeModeError as e:\n    print('refused', e)")
+            "try:\n    compute.configure('reproducible')\n"
+            "except compute.ComputeModeError as e:\n    print('refused', e)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.startswith("refused") and "before torch is imported" in out
 

@@ -41,11 +41,13 @@ def noisy_mask(root):
 CASES = {  # name: (how to break the layout, what the error must say)
     "truncated JPEG": (lambda r: truncate(image_of(r)), "IDRiD_02.jpg: unreadable or truncated fundus image"),
     "truncated TIFF mask": (lambda r: truncate(ma_mask(r)), "IDRiD_02_MA.tif: unreadable or truncated mask"),
-    "mask of another size": (lambda r: Image.new("1", (100, 80)).save(ma_mask(r)), "mask is 100x80 but its image is 320x224"),
+    "mask of another size": (lambda r: Image.new("1", (100, 80)).save(ma_mask(r)),
+                             "mask is 100x80 but its image is 320x224"),
     "grayscale-noise mask": (noisy_mask, "not a label map"),
     "EXIF rotation": (exif_rotated, "EXIF orientation 8"),
     "missing required mask": (lambda r: ma_mask(r).unlink(), "IDRiD_02_MA.tif: missing MA mask"),
-    "duplicate image id": (lambda r: shutil.copy(image_of(r), image_of(r).with_suffix(".JPG")), "duplicate image id 'IDRiD_02'"),
+    "duplicate image id": (lambda r: shutil.copy(image_of(r), image_of(r).with_suffix(".JPG")),
+                           "duplicate image id 'IDRiD_02'"),
     "empty dataset root": (lambda r: [p.unlink() for p in (r / TRAIN_IMAGES).iterdir()], "no images found"),
 }
 

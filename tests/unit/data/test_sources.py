@@ -45,7 +45,8 @@ def test_zip_tar_and_multipart_zip_give_the_same_records(synthetic_idrid, tmp_pa
         tf.add(synthetic_idrid, arcname=".")
     archives["tar.gz"] = tmp_path / "idrid.tar.gz"
     archives["multi-part zip"] = split_file(zip_folder(synthetic_idrid, tmp_path / "DDR-like.zip"), 3)
-    expected = [(r.image_id, r.image_path.relative_to(synthetic_idrid)) for r in load_records("idrid", synthetic_idrid, "x")]
+    expected = [(r.image_id, r.image_path.relative_to(synthetic_idrid))
+                for r in load_records("idrid", synthetic_idrid, "x")]
     for kind, archive in archives.items():
         dest = tmp_path / "raw" / kind
         root = materialise({"name": kind, "adapter": "idrid", "source": str(archive)}, dest, tmp_path / "dl")

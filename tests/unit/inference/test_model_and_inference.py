@@ -259,7 +259,8 @@ def test_unet_shapes_and_checkpoint_roundtrip(tmp_path):
     model = build_model(2).eval()
     x = torch.zeros(1, 1, 128, 128)
     assert model(x).shape == (1, 2, 128, 128)
-    save_checkpoint(tmp_path / "m.safetensors", model, {"lesions": ["MA", "HE"], "encoder": "resnet34", "attention": "scse"})
+    save_checkpoint(tmp_path / "m.safetensors", model,
+                    {"lesions": ["MA", "HE"], "encoder": "resnet34", "attention": "scse"})
     loaded, config = load_checkpoint(tmp_path / "m.safetensors")
     assert config["lesions"] == ["MA", "HE"]
     assert torch.equal(loaded(x), model(x))
@@ -283,7 +284,8 @@ def test_nan_weights_and_code_running_pickles_are_refused(tmp_path):
     model = build_model(1)
     with torch.no_grad():
         model.segmentation_head[0].weight[0] = float("nan")
-    save_checkpoint(tmp_path / "nan.safetensors", model, {"lesions": ["MA"], "encoder": "resnet34", "attention": "scse"})
+    save_checkpoint(tmp_path / "nan.safetensors", model,
+                    {"lesions": ["MA"], "encoder": "resnet34", "attention": "scse"})
     with pytest.raises(InputError, match="nan.safetensors: weight 'segmentation_head.0.weight' holds NaN"):
         load_checkpoint(tmp_path / "nan.safetensors")
 

@@ -71,7 +71,8 @@ def test_weight_averaging_adds_its_stages_only_when_asked(tmp_path):
 
 def test_function_local_imports_are_followed(tmp_path):
     script = tmp_path / "stage.py"
-    script.write_text("def main():\n    from micropatch.core.compute import configure\n    import micropatch.core.recipe\n")
+    script.write_text("def main():\n    from micropatch.core.compute import configure\n"
+                      "    import micropatch.core.recipe\n")
     names = {p.name for p in code_deps(script)}
     assert {"compute.py", "recipe.py", "__init__.py", "stage.py"} <= names
 

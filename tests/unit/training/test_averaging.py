@@ -155,8 +155,10 @@ def test_held_out_images_do_not_depend_on_the_training_sets():
     fingerprints = []
     for dataset, n in (("a", 14), ("b", 8), ("c", 8)):
         for i in range(n):
-            fingerprints.append({"dataset": dataset, "image_id": f"{dataset}{i:02d}", "patient_key": f"{dataset}{i // 2}",
-                                 "official_split": "", "sha256": f"{dataset}{i}", "phash": f"{i * 97 + ord(dataset):064x}",
+            fingerprints.append({"dataset": dataset, "image_id": f"{dataset}{i:02d}",
+                                 "patient_key": f"{dataset}{i // 2}",
+                                 "official_split": "", "sha256": f"{dataset}{i}",
+                                 "phash": f"{i * 97 + ord(dataset):064x}",
                                  "height": 10, "width": 10, "source": "", "lesion_pixels": {"MA": i % 3}})
     held = {}
     for train_on in (["a"], ["b", "c"], ["a", "b", "c"]):
