@@ -3,7 +3,7 @@ candidates, none outside the FOV), each in fp32 and int8 (infer.precision: a qua
 
 Speed: one 4288x2848 frame (real IDRiD_03 when $MICROPATCH_IDRID is set, else a synthetic frame of that size),
 each mode in a fresh process (so its peak RSS is its own), median of --repeats runs, with a trained --model:
-fast's work depends on what the model finds (default: the real record's model, else the default pipeline's).
+fast's work depends on what the model finds (default: the shipped model, else the default pipeline's).
 Also times, through fast's own loop, one pass of the network over the frame (non-overlapping 128 windows: the
 floor) and all of paper's windows (what fast gains from running fewer windows, apart from leaving MONAI out).
 Agreement (--preprocessed DIR --manifest CSV): pooled Dice at 0.5 of paper and of fast (fp32, int8) over the
@@ -29,6 +29,7 @@ from micropatch.data.preprocessing import fov_mask, green_clahe
 from micropatch.evaluation.metrics import to_uint8
 from micropatch.inference import modes
 from micropatch.inference.modes import DEFAULTS, predict_probability
+from micropatch.inference.shipped import SHIPPED_MODEL
 from micropatch.inference.windows import accumulate_windows
 from micropatch.training.network import load_checkpoint
 
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {"paper": {"mode": "paper"}, "paper_int8": {"mode": "paper", "precision": "int8"},
             "fast": {"mode": "fast"}, "fast_int8": {"mode": "fast", "precision": "int8"}}  # name -> infer params
 WINDOW_LOOPS = {"one_pass": 128, "paper_windows_loop": 64}  # name -> stride of windows_through_loop
-TRAINED = (ROOT / "results/idrid-ma/data/model/model.safetensors", ROOT / "data/model/model.safetensors")
+TRAINED = (SHIPPED_MODEL, ROOT / "data/model/model.safetensors")  # the shipped model, else the default pipeline's
 
 
 def frame(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
@@ -54,7 +55,7 @@ def frame(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def trained_checkpoint(given: str | None) -> str:
-    """--model, else the first trained checkpoint present (real record, then the default pipeline's)."""
+    """--model, else the first trained checkpoint present (the shipped model, then the default pipeline's)."""
     if given:
         return given
     for path in TRAINED:
@@ -156,7 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", help="a trained checkpoint (default: the record's, else the default pipeline's)")
+    parser.add_argument("--model", help="a trained checkpoint (default: the shipped model, else the pipeline's)")
     parser.add_argument("--preprocessed", help="data/preprocessed of the pipeline that trained --model")
     parser.add_argument("--manifest", help="its split manifest (val images are compared)")
     parser.add_argument("--paper-predictions", help="its paper-mode maps, to reuse instead of recomputing")

@@ -1,6 +1,6 @@
 """Patchify speed and patch-set size: every train/val image of the real IDRiD split (54 images), as the stage does.
 
-Reads the preprocessed images of a pipeline (default: results/idrid-ma, the real-IDRiD record), builds both patch
+Reads the preprocessed images of a pipeline (default: results/idrid-ma-best, the real-IDRiD record), builds both patch
 sets with the stage's code and writes them to a temp folder. Prints a line per split and, last, one JSON object.
 --quick: the first 6 images.
 """
@@ -15,7 +15,7 @@ from micropatch.core.fileio import load_params
 from micropatch.data.manifest import read_manifest
 from micropatch.data.patches import build_patch_set, write_patch_set
 
-RECORD = Path(__file__).resolve().parents[1] / "results" / "idrid-ma"
+RECORD = Path(__file__).resolve().parents[1] / "results" / "idrid-ma-best"
 
 
 def main() -> None:
