@@ -15,6 +15,7 @@ from micropatch.cli import (
     pipeline,
     predict,
     readme,
+    rescore,
     ship,
     study,
     synth,
@@ -23,7 +24,7 @@ from micropatch.cli import (
 from micropatch.core import logs
 from micropatch.core.fileio import InputError
 
-COMMANDS = (synth, audit, evaluate, datasets, predict, export, tune, ablate, pipeline, ship, study, readme)
+COMMANDS = (synth, audit, evaluate, datasets, predict, export, tune, ablate, pipeline, ship, study, readme, rescore)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -220,10 +220,10 @@ def benchmarks(root: Path) -> str:
     rows.append(f"| `runtimes.json` | `micropatch predict` on one real photograph ({runtimes['cpu_count']} cores) | "
                 f"default median {runtimes['predict_default_s']['median']:.1f} s, folder of "
                 f"{runtimes['folder']['images']}: {runtimes['folder']['images_per_minute']:.1f} images/min |")
-    score = load("score.json") if (results_dir / "score.json").is_file() else None
-    if score:
-        rows.append("| `score.json` | the score stage's peak memory against the number of full-size images | "
-                    + "; ".join(f"{n} images {mb} MB" for n, mb in score.get("peak_rss_mb", {}).items()) + " |")
+    score = load("score.json")
+    rows.append("| `score.json` | the score stage's peak memory against the number of full-size images | "
+                + "; ".join(f"{n} images {mb:.0f} MB" for n, mb in zip(score["images"], score["peak_rss_mb"]))
+                + f" ({score['rss_growth_ratio']:.2f}x from the first to the last) |")
     return "\n".join(rows)
 
 
