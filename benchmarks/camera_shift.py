@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from micropatch.core import compute
+from micropatch.core.recipe import AUTO_RESCALE_TOLERANCE
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = ["4074x2706", "3860x2563", "3430x2278", "3002x1994", "2544x1696", "1440x960"]
@@ -142,7 +143,8 @@ def main() -> None:
         value["dice_vs_native"] = value["dice"] / native if native else float("nan")
     print(json.dumps({"model": str(args.model.relative_to(REPO) if args.model.is_absolute() else args.model),
                       "split": args.split, "images": len(diameters), "operating_point": point, "inference": base,
-                      "train_fov_diameter": train_diameter, "native_fov_diameter_median": int(np.median(diameters)),
+                      "auto_rescale_tolerance": AUTO_RESCALE_TOLERANCE, "train_fov_diameter": train_diameter,
+                      "native_fov_diameter_median": int(np.median(diameters)),
                       "choice": tolerance_choice(results, args.sizes, int(np.median(diameters)), train_diameter)
                       if train_diameter and not args.quick else None, "results": results}))
 

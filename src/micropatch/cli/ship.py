@@ -10,7 +10,7 @@ def add_parser(sub) -> None:
     parser = sub.add_parser("ship", help="copy a record's released model into models/ with its model card")
     parser.add_argument("--record", type=Path, default=Path("results/idrid-ma-best"))
     parser.add_argument("--out", type=Path, default=Path("models/idrid-ma"))
-    parser.add_argument("--shift", type=Path, default=Path("benchmarks/results/camera_shift.json"),
+    parser.add_argument("--shift", type=Path, default=Path("benchmarks/results/camera_shift_val.json"),
                         help="camera-shift measurement to quote in the card (benchmarks/camera_shift.py)")
     parser.add_argument("--runtimes", type=Path, default=Path("benchmarks/results/runtimes.json"),
                         help="runtime accuracy measurement to quote in the card (benchmarks/runtimes.py)")

@@ -263,17 +263,22 @@ def choose_temperature(model, config: dict, rows: list[dict], record: Path, sett
 
 
 def markdown(table: Path) -> str:
-    """The table as Markdown: one row per run, baseline first, each with its command and minutes."""
+    """The table as Markdown: one row per run, the baseline's first, each with its difference in val AP from the
+    baseline's first seed, its minutes and its command."""
     with open(table, newline="") as f:
         rows = list(csv.DictReader(f))
-    lines = ["| variant | seed | what changes | val AP | val aupr_11 | val Dice % (tune point) | lesion sens. % | "
-             "FPs/img | tune AP | train min | score min |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = sorted(rows, key=lambda r: r["variant"] != "baseline")  # stable: otherwise in the order they ran
+    base = next((float(r["val_ap"]) for r in rows if r["variant"] == "baseline"), math.nan)
+    lines = ["| variant | seed | what changes | val AP | vs baseline | val aupr_11 | val Dice % (tune point) | "
+             "lesion sens. % | FPs/img | tune AP | train min | score min | command |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         flag = "*" if r["val_degenerate"] == "True" else ""
         lines.append(f"| {r['variant']} | {r['seed']} | `{r['overrides']}` | {float(r['val_ap']):.4f} | "
-                     f"{float(r['val_aupr_11']):.4f}{flag} | {100 * float(r['val_dice']):.2f} | "
-                     f"{100 * float(r['val_lesion_sensitivity']):.1f} | {float(r['val_fps_per_image']):.1f} | "
-                     f"{float(r['tune_ap']):.4f} | {r['train_minutes']} | {r['score_minutes']} |")
+                     f"{float(r['val_ap']) - base:+.4f} | {float(r['val_aupr_11']):.4f}{flag} | "
+                     f"{100 * float(r['val_dice']):.2f} | {100 * float(r['val_lesion_sensitivity']):.1f} | "
+                     f"{float(r['val_fps_per_image']):.1f} | {float(r['tune_ap']):.4f} | {r['train_minutes']} | "
+                     f"{r['score_minutes']} | `{r['command']}` |")
     return "\n".join(lines) + "\n"
 
 

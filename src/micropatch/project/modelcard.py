@@ -50,8 +50,8 @@ def card(model: Path, record: Path, shift: Path | None, runtimes: Path | None = 
         "  point and the training images' FOV diameter.",
         f"- Made by: `dvc repro` in `{record.relative_to(record.parents[1])}` (its params.yaml and dvc.lock); "
         "this file is",
-        "  that record's `data/model/release.safetensors`, byte for byte (tests/test_shipped_model.py checks it), so",
-        "  the figures below are this file's.",
+        "  that record's `data/model/release.safetensors`, byte for byte (tests/integration/test_shipped_model.py",
+        "  checks it), so the figures below are this file's.",
         f"- Architecture: U-Net, {config['encoder']} encoder from random init, {config['attention']} decoder "
         "attention,",
         f"  1 input channel (CLAHE green), outputs {config['lesions']}.", *int8_lines(model), "",
@@ -98,8 +98,11 @@ def card(model: Path, record: Path, shift: Path | None, runtimes: Path | None = 
         for name, value in measured["results"].items():
             lines.append(f"| {name} | {fmt(value['dice'])} | {100 * value['dice_vs_native']:.0f} % | "
                          f"{100 * value['lesion_sensitivity']:.1f} | {value['fps_per_image']:.2f} |")
-        lines += ["", f"From `benchmarks/camera_shift.py` ({shift.name}); `rescaled` resamples each photograph to "
-                  "the training FOV diameter (`--rescale-fov`).", ""]
+        lines += ["", f"From `benchmarks/camera_shift.py` ({shift.name}), through predict's code path at the model's "
+                  "operating point: `off` predicts each photograph as it is, `on` resamples it to the training FOV "
+                  "diameter (the minimum area scaled with it), `auto` (predict's default, `--rescale-fov auto`) "
+                  "resamples only where the FOV diameter differs from the training one by more than "
+                  f"{100 * measured['auto_rescale_tolerance']:.0f} %.", ""]
     lines += ["## Intended use", "",
               "Research on diabetic-retinopathy lesion segmentation: maps, masks and lesion lists of microaneurysms in "
               "colour fundus photographs, at native resolution (`micropatch predict photo.jpg --out DIR`). Not a "

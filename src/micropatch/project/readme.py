@@ -115,6 +115,30 @@ def four_lesions(root: Path) -> str:
 
 # --- the proxy experiments and the camera shift -----------------------------------------------------------------
 
+def proxy_vs_full(root: Path, rows: list[dict]) -> list[str]:
+    """Lines of the proxy-vs-full check: the full runs of benchmarks/ablations.yaml's `full_runs` (a record's
+    committed val metrics, or figures with their source) beside the proxy's first seed of the same variants."""
+    import yaml
+
+    full = yaml.safe_load((root / "benchmarks" / "ablations.yaml").read_text()).get("full_runs", {})
+    if not full:
+        return []
+    lines = ["Proxy against full runs (val, 11 images):", "",
+             "| variant | full run | full: AP | aupr_11 | Dice % | proxy (seed 0): AP | aupr_11 | Dice % |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, run in full.items():
+        if "record" in run:
+            ma = json.loads((root / run["record"] / "metrics/domains/idrid_val.json").read_text())["lesions"]["MA"]
+            figures, source = (ma["ap"], ma["aupr_11"], ma["dice"]), f"`{run['record']}`"
+        else:
+            figures, source = (run["val_ap"], run["val_aupr_11"], run["val_dice"]), run["source"]
+        proxy = next((r for r in rows if r["variant"] == name and r["seed"] == "0"), None)
+        lines.append(f"| {name} | {source} | {figures[0]:.4f} | {figures[1]:.4f} | {pct(figures[2])} | "
+                     + (f"{float(proxy['val_ap']):.4f} | {float(proxy['val_aupr_11']):.4f} | "
+                        f"{pct(float(proxy['val_dice']))} |" if proxy else "(not run) | | |"))
+    return lines
+
+
 def ablations(root: Path) -> str:
     """The committed proxy table (benchmarks/results/ablations.csv): every run, then each variant against the
     baseline, with the two-seed spread of the baseline beside it."""
@@ -126,7 +150,7 @@ def ablations(root: Path) -> str:
     with open(table, newline="") as f:
         rows = list(csv.DictReader(f))
     base = [r for r in rows if r["variant"] == "baseline"]
-    lines = [markdown(table).strip()]
+    lines = [markdown(table).strip(), "", *proxy_vs_full(root, rows)]
     if len(base) >= 2:
         spread = {k: max(float(r[k]) for r in base) - min(float(r[k]) for r in base)
                   for k in ("val_ap", "val_aupr_11", "val_dice")}
