@@ -44,6 +44,9 @@ def test_without_true_lesions_sensitivity_and_froc_are_undefined_and_fps_are_cou
     spot[2, 2] = 255
     one_fp = lesion_summary([image_lesion_counts(spot, np.zeros((8, 8), bool))], 0.5)
     assert one_fp["fps_per_image"] == 1 and np.isnan(one_fp["lesion_sensitivity"])
+    # the same at an operating point's exact counts (components removed): (lesions, found, false positives)
+    at_point = lesion_summary([image_lesion_counts(spot, np.zeros((8, 8), bool))], 0.5, operating=[(0, 0, 1)])
+    assert at_point["fps_per_image"] == 1 and np.isnan(at_point["lesion_sensitivity"])
 
 
 def test_evaluate_command_pairs_by_stem(tmp_path, capsys):
