@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 MODEL, PREPROCESSED = REPO / "data/model/release.safetensors", REPO / "data/preprocessed"
 RESULTS = REPO / "benchmarks" / "results"
 BENCHMARKS = {
-    "compute": [], "mask_rule": [], "score": [], "train": [], "spread": [],
+    "compute": [], "mask_rule": [], "score": [], "train": [], "spread": [], "datasets_inspect": [],
     "infer": ["--model", str(MODEL), "--preprocessed", str(PREPROCESSED), "--manifest",
               str(REPO / "data/splits/manifest.csv")],
     "patchify": ["--pipeline", str(REPO)],
@@ -26,8 +26,9 @@ BENCHMARKS = {
 NEEDS_PIPELINE = {"infer", "patchify", "camera_shift", "runtimes", "compute"}
 NEEDS_IDRID = {"mask_rule"}  # real masks only
 # The committed result(s) each script's quick output is compared with.
-COMMITTED = {"compute": ["compute.json"], "mask_rule": ["mask_rule.json"], "score": ["score.json"],
-             "train": ["train.json"], "spread": ["spread.json"], "infer": ["infer.json"],
+COMMITTED = {"compute": ["compute.json"], "datasets_inspect": ["datasets_inspect.json"],
+             "mask_rule": ["mask_rule.json"], "score": ["score.json"], "train": ["train.json"],
+             "spread": ["spread.json"], "infer": ["infer.json"],
              "patchify": ["patchify.json"], "camera_shift": ["camera_shift_tune.json", "camera_shift_val.json"],
              "runtimes": ["runtimes.json"], "study": ["study.json"]}
 
@@ -70,6 +71,14 @@ def check_mask_rule(printed: dict, result: dict) -> None:
     same_keys(printed, result, "as shipped.stray_fraction_max", "jpeg q95.stray_fraction_min")
     assert printed["as shipped"]["stray_fraction_max"] == result["as shipped"]["stray_fraction_max"] == 0
     assert printed["jpeg q95"]["stray_fraction_min"] > 0.01 and result["jpeg q95"]["stray_fraction_min"] > 0.01
+
+
+def check_datasets_inspect(printed: dict, result: dict) -> None:
+    same_keys(printed, result, "layouts.as shipped.median_s", "layouts.with a test half.per_image_s")
+    for run in (printed, result):  # the larger layout adds a test half of half the training images, and no problem
+        shipped, larger = run["layouts"]["as shipped"], run["layouts"]["with a test half"]
+        assert larger["images"] == shipped["images"] * 3 // 2 and shipped["problems"] == larger["problems"] == 0
+    assert result["layouts"]["with a test half"]["images"] == 81  # the whole official segmentation set's size
 
 
 def check_score(printed: dict, result: dict) -> None:

@@ -232,6 +232,9 @@ def benchmarks(root: Path) -> str:
     compute = load("compute.json")
     rows.append("| `compute.json` | the reproducible compute mode against fast | training "
                 f"{compute['reproducible']['patches_per_s'] / compute['fast']['patches_per_s']:.2f}x the speed |")
+    inspected = load("datasets_inspect.json")["layouts"]
+    rows.append("| `datasets_inspect.json` | `micropatch datasets inspect idrid` on the official layout | " + "; ".join(
+        f"{v['images']} images ({name}) {v['median_s']:.0f} s" for name, v in inspected.items()) + " |")
     mask = load("mask_rule.json")
     rows.append("| `mask_rule.json` | stray-value share of the real IDRiD masks | " + "; ".join(
         f"{name}: at least {pct(v['stray_fraction_min'], 1)} %" for name, v in mask.items()
