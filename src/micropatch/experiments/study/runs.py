@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 
 from tqdm import tqdm
@@ -18,6 +19,26 @@ from micropatch.experiments.study.tables import write_tables
 from micropatch.project.pipeline import strategy_names
 
 log = logging.getLogger(__name__)
+
+
+def start_workers(project: StudyProject) -> None:
+    """`dvc queue start` with the project's number of workers. The workers' stages import the experiment's own
+    copy of src/ (a relative path from the project folder of each temporary clone), not the micropatch this
+    command runs (an editable install points at one checkout)."""
+    project.dvc("queue", "start", "--jobs", str(project.settings["jobs"]),
+                env={"PYTHONPATH": os.path.relpath(project.root / "src", project.folder)})
+
+
+WORKERS = re.compile(r"Worker status: (\d+) active, (\d+) idle")
+
+
+def stalled(status: str) -> bool:
+    """Whether `dvc queue status` shows runs still queued and no worker left to run them. DVC's workers share a
+    filesystem broker, and two workers reading one message can end both (an empty message read as JSON): seen
+    here with 12 of 14 study runs still queued."""
+    workers = WORKERS.search(status)
+    queued = any(line.split()[-1:] == ["Queued"] for line in status.splitlines()[1:])
+    return bool(queued and workers and workers.groups() == ("0", "0"))
 
 
 def queue_and_run(project: StudyProject) -> None:
@@ -41,10 +62,7 @@ def queue_and_run(project: StudyProject) -> None:
                     "--set-param", f"train.seed={run['seed']}")
     if not todo:
         return
-    # the workers' stages import the experiment's own copy of src/ (a relative path from the project folder of
-    # each temporary clone), not the micropatch this command runs (an editable install points at one checkout)
-    project.dvc("queue", "start", "--jobs", str(project.settings["jobs"]),
-                env={"PYTHONPATH": os.path.relpath(project.root / "src", project.folder)})
+    start_workers(project)
     names = {r["name"] for r in todo}
     with tqdm(total=len(todo), desc="study experiments", unit="exp") as bar:
         while True:  # until every queued run has succeeded or failed
@@ -52,8 +70,13 @@ def queue_and_run(project: StudyProject) -> None:
             # success is read from the experiments themselves: once, 12 s after `dvc queue start`, `dvc queue
             # status` listed none of 14 tasks as queued or running; failure from its Status column
             succeeded = names & set(project.finished())
-            rows = [line.split() for line in project.dvc("queue", "status").splitlines()[1:]]
+            status = project.dvc("queue", "status")
+            rows = [line.split() for line in status.splitlines()[1:]]
             failed = names & {row[1] for row in rows if len(row) > 2 and row[-1] == "Failed"}
+            if stalled(status):
+                log.warning("study: the DVC queue's workers stopped with runs still queued (a race in DVC's "
+                            "filesystem broker between workers, treeverse/dvc#10398); starting them again")
+                start_workers(project)
             bar.n = len(succeeded)
             bar.refresh()
             if succeeded | failed == names:
