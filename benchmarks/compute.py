@@ -119,7 +119,9 @@ def main() -> None:
                                capture_output=True, text=True, check=True)
         infer = subprocess.run([sys.executable, __file__, "--child", mode, "--maps", str(tmp / f"{mode}.npz"), *quick],
                                capture_output=True, text=True, check=True)
-        results[mode] = json.loads(train.stdout.splitlines()[-1]) | json.loads(infer.stdout.splitlines()[-1])
+        trained = json.loads(train.stdout.splitlines()[-1])
+        trained |= trained.pop("variants")["baseline"]  # train.py's default setting, measured alone
+        results[mode] = trained | json.loads(infer.stdout.splitlines()[-1])
         print(f"{mode}: training {results[mode]['patches_per_s']:.1f} patches/s; paper inference on "
               f"{results[mode]['frame']}: fp32 {results[mode]['paper_fp32_s']} s, "
               f"int8 {results[mode]['paper_int8_s']} s")

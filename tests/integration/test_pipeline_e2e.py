@@ -135,11 +135,12 @@ def test_revisions_compare_with_metrics_params_diff_and_exp_show(workspace):
 
 
 def test_editing_a_module_makes_exactly_its_stages_stale(workspace):
-    """figures.py is imported by score only; metrics.py by train (patch Dice) and score: dvc status must say so."""
+    """evaluation/figures.py is imported by score only; evaluation/metrics.py by train (patch Dice), infer and score:
+    dvc status must say so."""
     work, env, _ = workspace
     for module, stale, fresh in (("figures.py", {"score"}, {"train", "patchify"}),
-                                 ("metrics.py", {"train", "score"}, {"patchify", "preprocess"})):
-        path = work / "src" / "micropatch" / module
+                                 ("metrics.py", {"train", "operating-point", "score"}, {"patchify", "preprocess"})):
+        path = work / "src" / "micropatch" / "evaluation" / module
         original = path.read_text()
         path.write_text(original + "\n# an edit\n")
         try:
