@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -294,23 +293,22 @@ def test_a_corrupt_run_record_is_refused_and_kept(checkpoint, photos, tmp_path, 
 def test_ctrl_c_ends_with_one_line_exit_130_and_only_whole_photographs(checkpoint, photos, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
-    for k in range(12):
+    for k in range(40):  # far more than can finish between the first line and the signal, even on a loaded CPU
         Image.open(photos["jpeg"]).save(folder / f"eye{k:02d}.png")
     out = tmp_path / "out"
     child = subprocess.Popen([sys.executable, "-m", "micropatch.cli", "predict", str(folder), "--model",
                               str(checkpoint), "--out", str(out), "--runtime", "torch", "--mode", "paper",
                               "--compute", "fast", "--threads", "1"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = child.stdout.readline()  # the first photograph is done
+    first = child.stdout.readline()  # the first photograph is done: the child is inside the next one
     assert json.loads(first)["image"].endswith("eye00.png")
-    time.sleep(0.3)  # inside the next one
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=120)
     assert child.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("micropatch predict: interrupted: ")
     (call,) = runs(out)
     done = [d["files"] for d in call["done"]]
-    assert call["interrupted"] and 1 <= len(done) < 12
+    assert call["interrupted"] and 1 <= len(done) < 40
     stems = {p.name.split("_")[0] for p in out.iterdir() if p.name.startswith("eye")}
     assert stems == set(done), "a photograph's files land together or not at all"
     assert all(p.is_file() for stem in done for p in outputs(out, stem))

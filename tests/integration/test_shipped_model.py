@@ -75,7 +75,8 @@ def test_a_model_url_is_fetched_once_verified_and_used(released, server, synthet
                 "--mode", "fast", *FAST]) == 0
     fetched = resolve_model(server, digest)
     assert fetched.read_bytes() == released.read_bytes() and str(tmp_path / "cache") in str(fetched)
-    assert json.loads((out / "predict_args.json").read_text())["model_file"] == str(fetched)
+    (call,) = json.loads((out / "predict_runs.json").read_text())["runs"]
+    assert call["settings"]["model_file"] == str(fetched) and call["settings"]["model_sha256"] == digest
 
 
 def test_a_model_url_with_a_wrong_or_missing_sha256_is_refused_and_nothing_is_kept(server, synthetic_idrid, tmp_path,
