@@ -159,15 +159,17 @@ def model_md5(work) -> str:
 
 def test_killed_training_resumes_through_dvc_to_the_same_weights(workspace):
     """SIGKILL `dvc repro` once the state of epoch 1 is saved, resume it through `dvc repro` and SIGKILL it again
-    after the last epoch's state (before the model is written); DVC deleted the model before running the stage;
-    the final `dvc repro` must end with the uninterrupted run's bytes."""
+    once epoch 2's state is saved (a resumed run's own state); DVC deleted the model before running the stage; the
+    final `dvc repro` must end with the uninterrupted run's bytes. (A kill between the last epoch's state and the
+    model file is a window of under a second, lost to the poll on a quiet CPU; test_interruption resumes a
+    finished state directly.)"""
     import torch
 
     work, env, _ = workspace
     uninterrupted = model_md5(work)
     state = work / "data/train_state/last.pt"
     for command, kill_after_epoch in ((["dvc", "repro", "--force", "--single-item", "train"], 1),
-                                      (["dvc", "repro", "train"], 3)):
+                                      (["dvc", "repro", "train"], 2)):
         child = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                  start_new_session=True)
         deadline = time.time() + 600

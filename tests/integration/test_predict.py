@@ -299,7 +299,10 @@ def test_ctrl_c_ends_with_one_line_exit_130_and_only_whole_photographs(checkpoin
     child = subprocess.Popen([sys.executable, "-m", "micropatch.cli", "predict", str(folder), "--model",
                               str(checkpoint), "--out", str(out), "--runtime", "torch", "--mode", "paper",
                               "--compute", "fast", "--threads", "1"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             # as a terminal runs it: a CI job started in the background inherits SIGINT ignored,
+                             # and Python then never turns Ctrl-C into KeyboardInterrupt
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = child.stdout.readline()  # the first photograph is done: the child is inside the next one
     assert json.loads(first)["image"].endswith("eye00.png")
     child.send_signal(signal.SIGINT)

@@ -9,6 +9,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -101,14 +102,18 @@ def staged_files(dest: str | Path) -> Iterator[Path]:
     and the files of `dest` it would replace stay as they were until then."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".staged.", dir=dest))
+    # named before it exists and made inside the try: a Ctrl-C at any point leaves no staging folder behind
+    # (with mkdtemp, one landing between the folder's creation and the try kept it)
+    tmp = dest / f".staged.{uuid.uuid4().hex}"
     try:
+        tmp.mkdir(mode=0o700)
         yield tmp
         with deferred_interrupt():
             for path in sorted(tmp.iterdir()):
                 os.replace(path, dest / path.name)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with deferred_interrupt():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json(path: str | Path, obj) -> None:
