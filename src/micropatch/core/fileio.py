@@ -155,13 +155,18 @@ def read_png(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(array, cv2.COLOR_BGR2RGB) if array.ndim == 3 else array
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
+def file_digest(path: str | Path, algorithm: str, chunk: int = 1 << 20) -> str:
+    """Hex digest of a file's bytes with a hashlib algorithm ("sha256"; "md5" is only DVC's content address)."""
+    digest = hashlib.new(algorithm, usedforsecurity=algorithm != "md5")
     with open(path, "rb") as f:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    return file_digest(path, "sha256", chunk)
 
 
 def _open_decoded(path: Path, what: str) -> Image.Image:

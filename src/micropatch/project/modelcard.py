@@ -2,14 +2,13 @@
 metadata and the record's committed metrics (never by hand), so the shipped file, its card and the record agree."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import yaml
 
-from micropatch.core.fileio import InputError, sha256_file, write_text
+from micropatch.core.fileio import InputError, file_digest, sha256_file, write_text
 from micropatch.core.recipe import int8_export_path, read_recipe
 from micropatch.data.manifest import read_manifest
 from micropatch.project.readme import PAPER_IDRID_MA
@@ -128,21 +127,12 @@ def ship(record: Path, out: Path, shift: Path | None = None, runtimes: Path | No
     if release.is_file():
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(release, target)
-    elif not (target.is_file() and file_md5(target) == locked_release_md5(record)):
+    elif not (target.is_file() and file_digest(target, "md5") == locked_release_md5(record)):
         # a record's data is not kept in git: its card can be rewritten only over the very file its dvc.lock names
         raise InputError(f"{release}: no released model, and {target} is not the one {record}/dvc.lock names; run "
                          f"`dvc repro` in {record} first")
     write_text(out / "MODEL_CARD.md", card(target, record, shift, runtimes))
     return target
-
-
-def file_md5(path: Path) -> str:
-    """The MD5 DVC records for a file (a content address, not a security check)."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def locked_release_md5(record: Path) -> str | None:
