@@ -11,6 +11,7 @@ seconds. The experiments are found by name among the repository's experiment ref
 """
 import argparse
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -50,7 +51,10 @@ def main() -> None:
 
     records = soups.combination_strategies(project, combination, runs, revs, preprocessed)
     seconds = time.perf_counter() - started
-    result = {"combination": args.combination, "seconds": round(seconds, 1), "code": soups.__file__,
+    package = Path(soups.__file__).parents[3]  # src/ of the checkout whose code ran
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=package, capture_output=True, text=True)
+    result = {"combination": args.combination, "seconds": round(seconds, 1),
+              "code": f"{Path(soups.__file__).relative_to(package).as_posix()} at {commit.stdout.strip()}",
               "records": records}
     print(json.dumps({k: v for k, v in result.items() if k != "records"}))
     if args.out:

@@ -29,31 +29,39 @@ def run_child(code: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT)
 
 
+def saved_epoch(state) -> int:
+    return torch.load(state, weights_only=True)["progress"]["epoch"] if state.exists() else 0
+
+
 @pytest.mark.slow
 def test_sigkilled_training_resumes_to_the_uninterrupted_weights(patches, tmp_path):
+    """SIGKILL once epoch 1's state is saved, then SIGKILL the resumed run once its own state (epoch 2) is saved;
+    the last resume must end with the uninterrupted run's bytes. (The same through `dvc repro`, killed once:
+    test_pipeline_e2e.)"""
     train_dir, val_dir = patches
     reference = tmp_path / "reference.safetensors"
     train(train_dir, val_dir, ["MA"], TrainConfig.from_params(PARAMS, **CFG), reference, tmp_path / "ref_state.pt",
           "fp")
 
     model, state = tmp_path / "model.safetensors", tmp_path / "state.pt"
-    child = run_child(f"""
-        import time
-        from pathlib import Path
-        from micropatch.training.config import TrainConfig
-        from micropatch.training.trainer import train
-        # after the first checkpoint, hang as a long epoch would, until killed
-        train(Path({str(train_dir)!r}), Path({str(val_dir)!r}), ["MA"],
-              TrainConfig.from_params({str(PARAMS)!r}, **{CFG!r}), Path({str(model)!r}),
-              Path({str(state)!r}), "fp", on_epoch=lambda history: time.sleep(600))
-    """)
-    deadline = time.time() + 300
-    while not state.exists() and time.time() < deadline and child.poll() is None:
-        time.sleep(0.2)
-    assert state.exists(), child.communicate()[0]
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    assert torch.load(state, weights_only=True)["progress"]["epoch"] == 1
+    for kill_after_epoch in (1, 2):
+        child = run_child(f"""
+            import time
+            from pathlib import Path
+            from micropatch.training.config import TrainConfig
+            from micropatch.training.trainer import train
+            # after the next checkpoint, hang as a long epoch would, until killed
+            train(Path({str(train_dir)!r}), Path({str(val_dir)!r}), ["MA"],
+                  TrainConfig.from_params({str(PARAMS)!r}, **{CFG!r}), Path({str(model)!r}),
+                  Path({str(state)!r}), "fp", on_epoch=lambda history: time.sleep(600))
+        """)
+        deadline = time.time() + 300
+        while saved_epoch(state) < kill_after_epoch and time.time() < deadline and child.poll() is None:
+            time.sleep(0.2)
+        assert child.poll() is None, child.communicate()[0]
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert saved_epoch(state) == kill_after_epoch
 
     summary = train(train_dir, val_dir, ["MA"], TrainConfig.from_params(PARAMS, **CFG), model, state, "fp")
     assert summary["epochs_run"] == 3

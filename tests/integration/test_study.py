@@ -95,7 +95,7 @@ def test_reduced_study_runs_every_combination_through_the_dvc_queue(tmp_path):
 
     held_out = set()
     for combo in combos:
-        rev = f"{combo}-s0"
+        rev = f"study-{combo}-s0"
         leakage = json.loads(dvc.api.read("study/metrics/leakage.json", repo=str(tmp_path), rev=rev))
         assert leakage["total_leaks"] == 0 and leakage["images"] == 12
         manifest = list(csv.DictReader(dvc.api.read("study/data/splits/manifest.csv", repo=str(tmp_path),
@@ -113,7 +113,7 @@ def test_reduced_study_runs_every_combination_through_the_dvc_queue(tmp_path):
         assert len(sizes) == 3 and sizes == sorted(sizes)
     from micropatch.experiments.study.project import combination_style
 
-    found = json.loads(dvc.api.read("study/metrics/characterisation.json", repo=str(tmp_path), rev="coarse-s0"))
+    found = json.loads(dvc.api.read("study/metrics/characterisation.json", repo=str(tmp_path), rev="study-coarse-s0"))
     for r in figure3:  # the background: the combination's style from the characterise stage
         assert r["style"] == combination_style(tuple(r["combination"].split("+")),
                                                {d: v["style"] for d, v in found.items()})
@@ -129,7 +129,7 @@ def test_reduced_study_runs_every_combination_through_the_dvc_queue(tmp_path):
     # download (same code, params and inputs in every run) from DVC's run cache (the study passes no --force).
     # Stages with a `cache: false` output (preprocess's and characterise's summaries) are never saved to DVC's run
     # cache (seen in .dvc/cache/runs), so they run again and are not checked
-    logs = run([sys.executable, "-m", "dvc", "queue", "logs", "synthetic+coarse-s0"], project, env)
+    logs = run([sys.executable, "-m", "dvc", "queue", "logs", "study-synthetic+coarse-s0"], project, env)
     assert "Stage 'download' is cached" in logs, logs[-3000:]
 
     # a second call queues nothing: every run is finished on this commit

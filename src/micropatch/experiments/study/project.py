@@ -23,9 +23,12 @@ def combinations(datasets: list[str]) -> list[tuple[str, ...]]:
     return [c for k in range(1, len(datasets) + 1) for c in itertools.combinations(datasets, k)]
 
 
-def experiment_name(combination: tuple[str, ...], seed: int) -> str:
-    """The DVC experiment's name (a git ref name): datasets joined by '+', then the seed."""
-    return "+".join(combination) + f"-s{seed}"
+def experiment_name(project: str, combination: tuple[str, ...], seed: int) -> str:
+    """The DVC experiment's name (a git ref name): the project folder's name, the datasets joined by '+', then the
+    seed. The folder's name because every study project of a repository shares its experiment refs: two projects
+    at one commit training on the same combination (results/study-idrid and results/study-combinations both have
+    retinal_lesions alone) would otherwise find each other's runs finished."""
+    return f"{project}-{'+'.join(combination)}-s{seed}"
 
 
 def combination_style(combination: tuple[str, ...], styles: dict[str, str]) -> str:
@@ -70,7 +73,7 @@ class StudyProject:
 
     def runs(self) -> list[dict]:
         """Every (combination, seed) of the study, with its experiment name."""
-        return [{"combination": c, "seed": s, "name": experiment_name(c, s)}
+        return [{"combination": c, "seed": s, "name": experiment_name(self.folder.name, c, s)}
                 for c in combinations(self.settings["datasets"]) for s in self.settings["seeds"]]
 
     def finished(self) -> dict[str, str]:
