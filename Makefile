@@ -42,10 +42,7 @@ MICROPATCH_IDRID ?= $(wildcard $(abspath ../shared/datasets/IDRiD))
 export MICROPATCH_IDRID
 
 # The linter first; then every committed split manifest must be leak-free (found by glob, reports to a scratch
-# folder, not over metrics/); then the tests, on TEST_WORKERS pytest-xdist workers (much of a test's time is spent
-# in one-threaded subprocesses: Python and DVC starting, git; tests/conftest.py keeps a file's shared fixtures on
-# one worker). TEST_WORKERS=0: one process, as plain `pytest` runs.
-TEST_WORKERS ?= 2
+# folder, not over metrics/); then the tests.
 MANIFESTS := $(wildcard data/splits/manifest.csv results/*/data/splits/manifest.csv)
 test: install
 	$(BIN)/ruff check
@@ -55,7 +52,7 @@ test: install
 	  $(BIN)/micropatch audit --manifest $$manifest --no-patches --out .pytest_cache/audit/$$(dirname $$manifest) \
 	    || exit 1; \
 	done
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest
 
 clean:
 	rm -rf data/raw data/preprocessed data/patches data/model data/predictions data/train_state data/downloads \

@@ -33,19 +33,8 @@ def disc_image() -> np.ndarray:
     return rgb
 
 
-# Files whose tests share a module-scoped fixture (a built pipeline, a trained model) that is too costly to build
-# twice: under `pytest -n 2 --dist loadgroup` (make test) all of a file's tests run on one worker. The rest, the
-# benchmarks' independent quick runs among them, go to whichever worker is free.
-SPREAD = {"test_benchmarks.py"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook reads the xdist_group marks
 def pytest_collection_modifyitems(items):
-    """Every test under tests/integration/ is marked `integration` (`-m "not integration"`: the unit tests alone),
-    and grouped by file for pytest-xdist unless its file is in SPREAD."""
+    """Every test under tests/integration/ is marked `integration` (`-m "not integration"`: the unit tests alone)."""
     for item in items:
-        path = Path(item.fspath)
-        if "integration" in path.parts:
+        if "integration" in Path(item.fspath).parts:
             item.add_marker(pytest.mark.integration)
-            if path.name not in SPREAD:
-                item.add_marker(pytest.mark.xdist_group(path.stem))
