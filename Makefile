@@ -42,7 +42,11 @@ MICROPATCH_IDRID ?= $(wildcard $(abspath ../shared/datasets/IDRiD))
 export MICROPATCH_IDRID
 
 # The linter first; then every committed split manifest must be leak-free (found by glob, reports to a scratch
-# folder, not over metrics/); then the tests.
+# folder, not over metrics/); then the tests, on two pytest-xdist workers (most tests run one thread: one process
+# left a core idle). --dist loadfile keeps each file on one worker, so that a module's fixture (the e2e test's
+# built pipeline) is built once; files go out in collection order (tests/integration/, the long ones, first: sorted by
+# test count, a few-test hour-long file could start last). PYTEST_WORKERS=0 runs them in this process.
+PYTEST_WORKERS ?= 2
 MANIFESTS := $(wildcard data/splits/manifest.csv results/*/data/splits/manifest.csv)
 test: install
 	$(BIN)/ruff check
@@ -52,7 +56,7 @@ test: install
 	  $(BIN)/micropatch audit --manifest $$manifest --no-patches --out .pytest_cache/audit/$$(dirname $$manifest) \
 	    || exit 1; \
 	done
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf data/raw data/preprocessed data/patches data/model data/predictions data/train_state data/downloads \

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.patchsets import patch_set
+from helpers.training_state import saved_epoch
 from helpers.workspace import PARAMS
 from safetensors.torch import load_file
 
@@ -27,10 +28,6 @@ def patches(tmp_path_factory):
 def run_child(code: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
-
-
-def saved_epoch(state) -> int:
-    return torch.load(state, weights_only=True)["progress"]["epoch"] if state.exists() else 0
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.training_state import saved_epoch
 from helpers.workspace import dvc_workspace, run
 
 from micropatch.evaluation.score import HEADLINE_KEYS
@@ -161,7 +162,6 @@ def test_killed_training_resumes_through_dvc_to_the_same_weights(workspace):
     """SIGKILL `dvc repro` once the state of epoch 1 is saved and resume it through `dvc repro`; DVC deleted the
     model before running the stage; the resumed run must end with the uninterrupted run's bytes. (A resumed run
     killed again, on its own state: test_interruption, without DVC's minutes.)"""
-    import torch
 
     work, env, _ = workspace
     uninterrupted = model_md5(work)
@@ -170,7 +170,7 @@ def test_killed_training_resumes_through_dvc_to_the_same_weights(workspace):
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
     while time.time() < deadline and child.poll() is None:
-        if state.is_file() and torch.load(state, weights_only=True)["progress"]["epoch"] >= 1:
+        if saved_epoch(state) >= 1:
             break
         time.sleep(0.2)
     assert child.poll() is None, "training finished before it could be killed after epoch 1"
