@@ -42,16 +42,19 @@ MICROPATCH_IDRID ?= $(wildcard $(abspath ../shared/datasets/IDRiD))
 export MICROPATCH_IDRID
 
 # The linter first; then every committed split manifest must be leak-free (found by glob, reports to a scratch
-# folder, not over metrics/); then the tests, on two pytest-xdist workers (most tests run one thread: one process
-# left a core idle). --dist loadfile keeps each file on one worker, so that a module's fixture (the e2e test's
+# folder, not over metrics/); then the tests, on three pytest-xdist workers over the 2 cores (one process left a core
+# idle; two kept the cores 80 % busy: 42.9 CPU-minutes in 26.8 minutes, the rest waits on DVC, git and process
+# start-ups, which a third fills). --dist loadfile keeps each file on one worker, so that a module's fixture (the e2e test's
 # built pipeline) is built once; files go out in collection order (tests/integration/, the long ones, first: sorted by
 # test count, a few-test hour-long file could start last). PYTEST_WORKERS=0 runs them in this process.
 # OMP_WAIT_POLICY=PASSIVE: an OpenMP thread waiting for work sleeps instead of spinning on the core the other worker
 # needs (two `benchmarks/train.py --quick` at once: 166.6 s spinning, 94.3 s passive; alone 51.3 s against 53.0 s).
 # It changes no result: the number of threads, and so every sum's order, is the same.
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 3
 MANIFESTS := $(wildcard data/splits/manifest.csv results/*/data/splits/manifest.csv)
 test: install
+	@[[ "$(PYTEST_WORKERS)" =~ ^[0-9]+$$ ]] || { echo "PYTEST_WORKERS=$(PYTEST_WORKERS): give a number of \
+	pytest-xdist workers (0: the tests in one process)" >&2; exit 2; }
 	$(BIN)/ruff check
 	@test -n "$(MANIFESTS)" || { echo "no committed split manifest found" >&2; exit 1; }
 	@for manifest in $(MANIFESTS); do \

@@ -6,7 +6,7 @@ scaled where the photograph is rescaled, as predict scales it).
 Sizes: 2544x1696 and 1440x960 are e-ophtha's range; 0.95x, 0.9x, 0.8x and 0.7x of IDRiD's 4288x2848 are where
 the auto tolerance is chosen. Choose on --split tune (never val); report val.
 
-usage: camera_shift.py [--model models/idrid-ma/model.safetensors] [--manifest results/idrid-ma-best/data/splits/
+usage: camera_shift.py [--model models/idrid-ma/model.safetensors] [--manifest results/idrid-ma-v2/data/splits/
        manifest.csv] [--split tune|val] [--sizes 4074x2706 ...] [--quick]
        (MICROPATCH_IDRID names the IDRiD copy; --quick: the default pipeline's model and data, 2 images, 1 size)
 Prints one line per setting and, last, one JSON object (benchmarks/results/camera_shift_<split>.json hold real runs).
@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from micropatch.core import compute
+from micropatch.core.fileio import sha256_file
 from micropatch.core.recipe import AUTO_RESCALE_TOLERANCE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ def tolerance_choice(results: dict, sizes: list[str], native_diameter: int, trai
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, default=REPO / "models/idrid-ma/model.safetensors")
-    parser.add_argument("--manifest", type=Path, default=REPO / "results/idrid-ma-best/data/splits/manifest.csv")
+    parser.add_argument("--manifest", type=Path, default=REPO / "results/idrid-ma-v2/data/splits/manifest.csv")
     parser.add_argument("--split", default="tune", choices=("tune", "val"))
     parser.add_argument("--sizes", nargs="+", default=SIZES)
     parser.add_argument("--runtime", default="openvino", help="predict's default")
@@ -142,6 +143,7 @@ def main() -> None:
     for value in results.values():
         value["dice_vs_native"] = value["dice"] / native if native else float("nan")
     print(json.dumps({"model": str(args.model.relative_to(REPO) if args.model.is_absolute() else args.model),
+                      "model_sha256": sha256_file(args.model),  # the model card quotes only its own file's figures
                       "split": args.split, "images": len(diameters), "operating_point": point, "inference": base,
                       "auto_rescale_tolerance": AUTO_RESCALE_TOLERANCE, "train_fov_diameter": train_diameter,
                       "native_fov_diameter_median": int(np.median(diameters)),

@@ -243,7 +243,10 @@ def main() -> None:
                                capture_output=True)
         import openvino as ov
 
-        results = {"frame": f"{args.frame.name}", "model": str(args.model), "cpu_count": os.cpu_count(),
+        from micropatch.core.fileio import sha256_file
+
+        results = {"frame": f"{args.frame.name}", "model": str(args.model), "model_sha256": sha256_file(args.model),
+                   "cpu_count": os.cpu_count(),
                    "openvino_capabilities": ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")}
         pairs = settings(args.quick)
         if "speed" in args.parts:

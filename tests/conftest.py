@@ -1,5 +1,8 @@
 """Fixtures shared by every test (the helpers shared by imports live in tests/helpers/workspace.py), and the
-`integration` mark on everything under tests/integration/."""
+`integration` mark on everything under tests/integration/; with $MICROPATCH_TEST_TIMELINE set, one line per test
+(worker, start, end, node id) appended to that file: where a run's wall time went, worker by worker."""
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,3 +41,15 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "integration" in Path(item.fspath).parts:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Each test's worker and wall-clock span (setup, call and teardown) into $MICROPATCH_TEST_TIMELINE."""
+    started = time.time()
+    yield
+    timeline = os.environ.get("MICROPATCH_TEST_TIMELINE")
+    if timeline:
+        with open(timeline, "a") as file:  # one short append per test: the workers' lines do not interleave
+            file.write(f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}\t{started:.1f}\t{time.time():.1f}\t"
+                       f"{item.nodeid}\n")

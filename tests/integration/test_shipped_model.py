@@ -20,7 +20,7 @@ from micropatch.evaluation.postprocess import operating_mask
 from micropatch.inference.shipped import SHIPPED_MODEL, resolve_model
 from micropatch.training.network import build_model, load_checkpoint, save_checkpoint
 
-RECORD = REPO / "results" / "idrid-ma-best"
+RECORD = REPO / "results" / "idrid-ma-v2"
 FAST = ["--runtime", "torch", "--compute", "fast"]  # torch is already imported in this process: the
 #   reproducible pin needs a fresh one
 
@@ -109,7 +109,7 @@ def test_half_stored_kernels_load_back_into_the_float_model(released):
 
 
 def test_without_model_predict_uses_the_shipped_file_which_is_the_records_release():
-    """The shipped model is the byte-identical file whose val figures results/idrid-ma-best reports."""
+    """The shipped model is the byte-identical file whose val figures results/idrid-ma-v2 reports."""
     assert resolve_model(None) == SHIPPED_MODEL and SHIPPED_MODEL.is_file()
     lock = yaml.safe_load((RECORD / "dvc.lock").read_text())
     release = next(o for o in lock["stages"]["operating-point"]["outs"] if o["path"].endswith("release.safetensors"))

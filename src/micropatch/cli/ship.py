@@ -8,7 +8,7 @@ from micropatch.project.modelcard import ship
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("ship", help="copy a record's released model into models/ with its model card")
-    parser.add_argument("--record", type=Path, default=Path("results/idrid-ma-best"))
+    parser.add_argument("--record", type=Path, default=Path("results/idrid-ma-v2"))
     parser.add_argument("--out", type=Path, default=Path("models/idrid-ma"))
     parser.add_argument("--shift", type=Path, default=Path("benchmarks/results/camera_shift_val.json"),
                         help="camera-shift measurement to quote in the card (benchmarks/camera_shift.py)")

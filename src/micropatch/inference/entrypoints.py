@@ -69,12 +69,24 @@ def operating_point(args: argparse.Namespace) -> None:
                                     for lesion, c in per_lesion.items()}}
         report["per_lesion"] = per_lesion
     config = config | {"operating_point": point,
-                       "inference": config.get("inference", {}) | {"fov_diameter": int(np.median(diameters))}}
+                       "inference": released_inference(config.get("inference", {}), settings, diameters)}
     save_checkpoint(args.out, model, config, half_weights=True)
     write_json(args.report, report | {"operating_point": point, "train_fov_diameter_median": int(np.median(diameters)),
                                       "train_fov_diameter_range": [min(diameters), max(diameters)]})
     logging.info("operating-point: threshold %.2f, min_area %d (%s); training FOV diameter %d px",
                  point["threshold"], point["min_area"], report["chosen_on"], int(np.median(diameters)))
+
+
+# The inference settings that change the maps themselves, so that the point chosen on them holds only with them:
+# they travel in the released file, and `micropatch predict` runs them unless told otherwise (the mode, runtime and
+# precision only change how fast the same maps come; predict picks its own).
+MAP_SETTINGS = ("tta",)
+
+
+def released_inference(recipe: dict, settings: dict, diameters: list[int]) -> dict:
+    """The release's inference recipe: the training recipe's, the map-changing settings the operating point was
+    chosen with (infer.tta), and the training images' median FOV diameter (for rescale_fov)."""
+    return recipe | {key: settings[key] for key in MAP_SETTINGS} | {"fov_diameter": int(np.median(diameters))}
 
 
 def infer(args: argparse.Namespace) -> None:

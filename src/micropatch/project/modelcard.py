@@ -23,6 +23,10 @@ def int8_lines(model: Path) -> list[str]:
     path = int8_export_path(model)
     if not path.is_file():
         return []
+    if read_recipe(path)["onnx"].get("source_sha256") != sha256_file(model):  # another model's export
+        return [f"- The int8 export beside it (`{path.name}`) was written from another file, and predict refuses it "
+                "until it is written again: `micropatch export model.safetensors --precision int8 --calibration "
+                "TRAIN_IMAGES...` (docs/how-to/runtimes.md)."]
     calibration = read_recipe(path)["onnx"]["calibration"]
     return [f"- Its int8 export: `{path.name}`, {path.stat().st_size / 1e6:.1f} MB, sha256 "
             f"`{sha256_file(path)}`: ONNX,",
@@ -81,7 +85,13 @@ def card(model: Path, record: Path, shift: Path | None, runtimes: Path | None = 
         f"Per-image Dice: mean {fmt(ma['dice_per_image_mean'])} %, 95 % bootstrap CI over images "
         f"{fmt(ma['dice_per_image_ci95'][0])}-{fmt(ma['dice_per_image_ci95'][1])} %. Eleven images are few: read "
         "differences under a few points as noise.", ""]
-    if runtimes and runtimes.is_file() and "accuracy" in json.loads(runtimes.read_text()):
+    digest = sha256_file(model)
+    lines += unmeasured(runtimes, digest, "What `micropatch predict` runs by default",
+                        "python benchmarks/runtimes.py --parts accuracy --val-manifest "
+                        f"{record.relative_to(record.parents[1])}/data/splits/manifest.csv")
+    lines += unmeasured(shift, digest, "Other cameras", "python benchmarks/camera_shift.py --split val --manifest "
+                        f"{record.relative_to(record.parents[1])}/data/splits/manifest.csv")
+    if measured_on(runtimes, digest) and "accuracy" in json.loads(runtimes.read_text()):
         accuracy = json.loads(runtimes.read_text())["accuracy"]
         lines += ["## What `micropatch predict` runs by default", "",
                   "| setting (11 val images) | Dice % | aupr_11 | AP | lesion sens. % |", "|---|---|---|---|---|"]
@@ -93,7 +103,7 @@ def card(model: Path, record: Path, shift: Path | None, runtimes: Path | None = 
                   "predict's code path: torch fp32 paper mode against the default (`model-int8.onnx` on OpenVINO, "
                   "fast mode). The metrics above are the record's own infer and score stages (torch fp32, fast "
                   "mode with one tiling), hence the small difference.", ""]
-    if shift and shift.is_file():
+    if measured_on(shift, digest):
         measured = json.loads(shift.read_text())
         lines += ["## Other cameras (a built shift: val resampled and re-encoded as JPEG q75)", "",
                   "| set | Dice % | of native | lesion sens. % | FPs/img |", "|---|---|---|---|---|"]
@@ -111,12 +121,27 @@ def card(model: Path, record: Path, shift: Path | None, runtimes: Path | None = 
               "medical device; not for diagnosis or screening decisions.", "",
               "## Limits", "",
               f"- Trained on {len(by_split['train'])} images from one camera and one population; microaneurysms only.",
-              "- Measured on 11 images of the same release; every other camera is untested except the built shift "
-              "above. Real e-ophtha or DDR figures need those datasets (docs/how-to/real-datasets.md).",
+              "- Measured on 11 images of the same release; every other camera is untested"
+              + (" except the built shift above" if measured_on(shift, digest) else "")
+              + ". Real e-ophtha or DDR figures need those datasets (docs/how-to/real-datasets.md).",
               "- Probabilities are not calibrated; the operating point is the tune split's best Dice.",
               "- Random-init encoder (no ImageNet weights offline); trained in the `fast` compute mode, so retraining "
               "on another CPU gives close, not identical, weights.", ""]
     return "\n".join(lines)
+
+
+def measured_on(result: Path | None, digest: str) -> bool:
+    """Whether a benchmark's result file exists and was measured on the model file of this sha256."""
+    return bool(result and result.is_file() and json.loads(result.read_text()).get("model_sha256") == digest)
+
+
+def unmeasured(result: Path | None, digest: str, section: str, command: str) -> list[str]:
+    """The card's lines for a benchmark section whose result is not this file's (another model's figures would
+    pass for this one's): what is missing and the command that measures it."""
+    if result is None or measured_on(result, digest):
+        return []
+    return [f"## {section}", "", f"Not measured for this file yet (`{result}` holds another model's figures, or "
+            f"none): `{command}`, then `micropatch ship`.", ""]
 
 
 def ship(record: Path, out: Path, shift: Path | None = None, runtimes: Path | None = None) -> Path:

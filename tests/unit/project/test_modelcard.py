@@ -30,3 +30,33 @@ def test_the_card_is_rewritten_over_the_locked_file_and_another_file_is_refused(
     with pytest.raises(InputError, match="is not the one"):
         modelcard.ship(record, out)
     assert not (out / "MODEL_CARD.md").exists()
+
+
+def test_a_benchmark_section_is_quoted_only_for_the_file_it_measured(tmp_path):
+    result = tmp_path / "camera_shift_val.json"
+    assert modelcard.unmeasured(None, "a" * 64, "Other cameras", "cmd") == []  # no result asked for
+    missing = modelcard.unmeasured(result, "a" * 64, "Other cameras", "python benchmarks/camera_shift.py")
+    assert "Not measured for this file yet" in "\n".join(missing) and "camera_shift.py" in "\n".join(missing)
+    result.write_text('{"model_sha256": "' + "b" * 64 + '", "results": {}}')  # another model's figures
+    assert not modelcard.measured_on(result, "a" * 64)
+    assert modelcard.unmeasured(result, "a" * 64, "Other cameras", "cmd")
+    result.write_text('{"model_sha256": "' + "a" * 64 + '", "results": {}}')
+    assert modelcard.measured_on(result, "a" * 64) and modelcard.unmeasured(result, "a" * 64, "x", "cmd") == []
+
+
+def test_an_int8_export_of_another_model_is_not_described_as_this_ones(tmp_path):
+    import onnx
+
+    from micropatch.core.fileio import sha256_file
+    from micropatch.core.recipe import set_recipe
+
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"this model's weights")
+    export = tmp_path / "model-int8.onnx"
+    calibration = {"images": 37, "windows": 296}
+    for source, described in (("0" * 64, False), (sha256_file(model), True)):
+        proto = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
+        set_recipe(proto, {"onnx": {"source_sha256": source, "calibration": calibration}})
+        onnx.save(proto, export)
+        lines = "\n".join(modelcard.int8_lines(model))
+        assert ("Its int8 export" in lines) == described and ("written from another file" in lines) != described
