@@ -43,8 +43,8 @@ export MICROPATCH_IDRID
 
 # The linter first; then every committed split manifest must be leak-free (found by glob, reports to a scratch
 # folder, not over metrics/); then the tests, on three pytest-xdist workers over the 2 cores (one process left a core
-# idle; two kept the cores 80 % busy: 42.9 CPU-minutes in 26.8 minutes, the rest waits on DVC, git and process
-# start-ups, which a third fills). --dist loadfile keeps each file on one worker, so that a module's fixture (the e2e test's
+# idle; two kept them 80 % busy, 42.9 CPU-minutes in 26.8 minutes; three, on a clean clone: 24.9 minutes, each
+# worker busy to the end). --dist loadfile keeps each file on one worker, so that a module's fixture (the e2e test's
 # built pipeline) is built once; files go out in collection order (tests/integration/, the long ones, first: sorted by
 # test count, a few-test hour-long file could start last). PYTEST_WORKERS=0 runs them in this process.
 # OMP_WAIT_POLICY=PASSIVE: an OpenMP thread waiting for work sleeps instead of spinning on the core the other worker
