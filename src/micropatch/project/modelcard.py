@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from micropatch.core.fileio import InputError, file_digest, sha256_file, write_text
+from micropatch.core.fileio import InputError, atomic_path, file_digest, sha256_file, write_text
 from micropatch.core.recipe import int8_export_path, read_recipe
 from micropatch.data.manifest import read_manifest
 from micropatch.project.readme import PAPER_IDRID_MA
@@ -91,8 +91,9 @@ def card(model: Path, record: Path, shift: Path | None, runtimes: Path | None = 
                         f"{record.relative_to(record.parents[1])}/data/splits/manifest.csv | tail -1 > {runtimes}")
     lines += unmeasured(shift, digest, "Other cameras", "python benchmarks/camera_shift.py --split val --manifest "
                         f"{record.relative_to(record.parents[1])}/data/splits/manifest.csv")
-    if measured_on(runtimes, digest) and "accuracy" in json.loads(runtimes.read_text()):
-        accuracy = json.loads(runtimes.read_text())["accuracy"]
+    timed, shifted = own_result(runtimes, digest), own_result(shift, digest)
+    if timed and "accuracy" in timed:
+        accuracy = timed["accuracy"]
         lines += ["## What `micropatch predict` runs by default", "",
                   "| setting (11 val images) | Dice % | aupr_11 | AP | lesion sens. % |", "|---|---|---|---|---|"]
         for name in ("torch_fp32_paper", "openvino_int8_fast"):
@@ -103,8 +104,8 @@ def card(model: Path, record: Path, shift: Path | None, runtimes: Path | None = 
                   "predict's code path: torch fp32 paper mode against the default (`model-int8.onnx` on OpenVINO, "
                   "fast mode). The metrics above are the record's own infer and score stages (torch fp32, fast "
                   "mode with one tiling), hence the small difference.", ""]
-    if measured_on(shift, digest):
-        measured = json.loads(shift.read_text())
+    if shifted:
+        measured = shifted
         lines += ["## Other cameras (a built shift: val resampled and re-encoded as JPEG q75)", "",
                   "| set | Dice % | of native | lesion sens. % | FPs/img |", "|---|---|---|---|---|"]
         for name, value in measured["results"].items():
@@ -122,7 +123,7 @@ def card(model: Path, record: Path, shift: Path | None, runtimes: Path | None = 
               "## Limits", "",
               f"- Trained on {len(by_split['train'])} images from one camera and one population; microaneurysms only.",
               "- Measured on 11 images of the same release; every other camera is untested"
-              + (" except the built shift above" if measured_on(shift, digest) else "")
+              + (" except the built shift above" if shifted else "")
               + ". Real e-ophtha or DDR figures need those datasets (docs/how-to/real-datasets.md).",
               "- Probabilities are not calibrated; the operating point is the tune split's best Dice.",
               "- Random-init encoder (no ImageNet weights offline); trained in the `fast` compute mode, so retraining "
@@ -130,9 +131,22 @@ def card(model: Path, record: Path, shift: Path | None, runtimes: Path | None = 
     return "\n".join(lines)
 
 
+def own_result(result: Path | None, digest: str) -> dict | None:
+    """A benchmark's result (its JSON object) when the file exists and was measured on the model file of this
+    sha256, else None; InputError, naming the file, when it is not a benchmark's JSON."""
+    if not (result and result.is_file()):
+        return None
+    try:
+        measured = json.loads(result.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{result}: not a benchmark's JSON result ({error}); give the file the benchmark's last "
+                         "line was written to") from None
+    return measured if isinstance(measured, dict) and measured.get("model_sha256") == digest else None
+
+
 def measured_on(result: Path | None, digest: str) -> bool:
     """Whether a benchmark's result file exists and was measured on the model file of this sha256."""
-    return bool(result and result.is_file() and json.loads(result.read_text()).get("model_sha256") == digest)
+    return own_result(result, digest) is not None
 
 
 def unmeasured(result: Path | None, digest: str, section: str, command: str) -> list[str]:
@@ -149,9 +163,13 @@ def ship(record: Path, out: Path, shift: Path | None = None, runtimes: Path | No
     beside it is kept only if it still comes from the released file: runtimes.load_model checks that)."""
     release = record / "data/model/release.safetensors"
     target = out / "model.safetensors"
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: not a folder; --out names the folder the model and its card go into")
+    for result in (shift, runtimes):  # a bad result file stops ship before the model is replaced
+        own_result(result, "")
     if release.is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(release, target)
+        with atomic_path(target) as partial:  # Ctrl-C mid-copy leaves the previous model, not half of this one
+            shutil.copyfile(release, partial)
     elif not (target.is_file() and file_digest(target, "md5") == locked_release_md5(record)):
         # a record's data is not kept in git: its card can be rewritten only over the very file its dvc.lock names
         raise InputError(f"{release}: no released model, and {target} is not the one {record}/dvc.lock names; run "

@@ -60,3 +60,19 @@ def test_an_int8_export_of_another_model_is_not_described_as_this_ones(tmp_path)
         onnx.save(proto, export)
         lines = "\n".join(modelcard.int8_lines(model))
         assert ("Its int8 export" in lines) == described and ("written from another file" in lines) != described
+
+
+def test_ship_refuses_a_file_as_out_or_a_result_that_is_not_json_before_writing(tmp_path):
+    record = record_with_lock(tmp_path, "0" * 32)
+    (record / "data/model").mkdir(parents=True)
+    (record / "data/model/release.safetensors").write_bytes(b"weights")
+    not_a_folder = tmp_path / "out.txt"
+    not_a_folder.write_text("kept")
+    with pytest.raises(InputError, match="not a folder"):
+        modelcard.ship(record, not_a_folder)
+    assert not_a_folder.read_text() == "kept"
+    out, junk = tmp_path / "models" / "m", tmp_path / "runtimes.json"
+    junk.write_bytes(b"\xff\x00 not json")
+    with pytest.raises(InputError, match="not a benchmark's JSON"):
+        modelcard.ship(record, out, runtimes=junk)
+    assert not out.exists()
