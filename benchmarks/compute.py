@@ -5,8 +5,8 @@ Training: benchmarks/train.py (the real train_step, batch 16) in each mode. Infe
 over a real IDRiD frame ($MICROPATCH_IDRID, else a synthetic 4288x2848 frame) with a seeded model; speed does not
 depend on the weights in paper mode. Agreement: with the default pipeline's trained model (when `make run` has
 made it), the paper-mode maps of its val images in fp32 and int8, compared across the modes and with fbgemm's
-int8 kernels forced to AVX2 or AVX-512 VNNI. --quick: 8 training steps, a 512x512 crop, one val image, no forced
-kernels.
+int8 kernels forced to AVX2 or AVX-512 VNNI. --quick (it checks that the script runs, not the speed): train.py's quick
+steps, a 256x256 crop of the frame and of one val image, no forced kernels.
 Prints a line per measurement and, last, one JSON object.
 """
 import argparse
@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+QUICK_CROP = 256  # --quick: the side of the centre crop of each frame
 
 
 def frame(quick: bool):
@@ -39,9 +40,15 @@ def frame(quick: bool):
         rgb, name = synth_fundus(0, SyntheticSpec(width=4288, height=2848))[0], "synthetic 4288x2848"
     image, fov = green_clahe(rgb), fov_mask(rgb)
     if quick:
-        top, left = image.shape[0] // 2 - 256, image.shape[1] // 2 - 256
-        return image[top:top + 512, left:left + 512], fov[top:top + 512, left:left + 512], name + " crop 512x512"
+        image, fov = centre_crop(image), centre_crop(fov)
+        return image, fov, f"{name} crop {QUICK_CROP}x{QUICK_CROP}"
     return image, fov, name
+
+
+def centre_crop(array):
+    """The QUICK_CROP square at the centre of a frame (inside the FOV: it is a disc at the centre)."""
+    top, left = (array.shape[0] - QUICK_CROP) // 2, (array.shape[1] - QUICK_CROP) // 2
+    return array[top:top + QUICK_CROP, left:left + QUICK_CROP]
 
 
 def trained_maps(quick: bool) -> dict:
@@ -61,6 +68,8 @@ def trained_maps(quick: bool) -> dict:
     for row in rows:
         folder = repo / "data/preprocessed" / row["dataset"]
         image, fov = read_png(folder / f"{row['image_id']}.png"), read_png(folder / f"{row['image_id']}_fov.png") > 0
+        if quick:
+            image, fov = centre_crop(image), centre_crop(fov)
         for precision in ("fp32", "int8"):
             maps[f"{row['image_id']}_{precision}"] = to_uint8(
                 predict_probability(model, image, fov, DEFAULTS | {"precision": precision}))

@@ -8,7 +8,7 @@ Also times, through fast's own loop, one pass of the network over the frame (non
 floor) and all of paper's windows (what fast gains from running fewer windows, apart from leaving MONAI out).
 Agreement (--preprocessed DIR --manifest CSV): pooled Dice at 0.5 of paper and of fast (fp32, int8) over the
 manifest's val images; --paper-predictions DIR reuses the pipeline's paper maps instead of recomputing them.
-Prints a line per measurement and, last, one JSON object.  --quick: a 1024x680 frame, one repeat.
+Prints a line per measurement and, last, one JSON object.  --quick: a 512x340 frame, one repeat.
 """
 import argparse
 import json
@@ -49,7 +49,7 @@ def frame(quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
     else:
         from micropatch.data.synthetic import SyntheticSpec, synth_fundus
 
-        spec = SyntheticSpec(width=1024, height=680) if quick else SyntheticSpec(width=4288, height=2848)
+        spec = SyntheticSpec(width=512, height=340) if quick else SyntheticSpec(width=4288, height=2848)
         rgb, name = synth_fundus(0, spec)[0], "synthetic"
     return green_clahe(rgb), fov_mask(rgb), f"{name} {rgb.shape[1]}x{rgb.shape[0]}"
 

@@ -1,6 +1,6 @@
 """Runtimes (torch, ONNX Runtime, OpenVINO) and precisions (fp32, int8, bf16 where the CPU has it) on full frames.
 
-Speed: one frame (real IDRiD_03, 4288x2848, when $MICROPATCH_IDRID is set; --quick: a synthetic 1024x680 frame,
+Speed: one frame (real IDRiD_03, 4288x2848, when $MICROPATCH_IDRID is set; --quick: a synthetic 512x340 frame,
 fast mode only, no torch fp32), every runtime x precision in paper mode and fast mode as predict runs it (two
 first-pass tilings, the shifted one where the first saw a trace), and, for int8, fast with both tilings in full
 (fast2) and with one (fast1, as before), each in a fresh process (its peak RSS is its own): seconds for the
@@ -78,7 +78,7 @@ def synthetic_frames(work: Path, n: int, quick: bool, first: int = 0) -> list[Pa
     from micropatch.core.fileio import write_png
     from micropatch.data.synthetic import SyntheticSpec, synth_fundus
 
-    spec = SyntheticSpec(width=1024, height=680) if quick else SyntheticSpec(width=4288, height=2848)
+    spec = SyntheticSpec(width=512, height=340) if quick else SyntheticSpec(width=4288, height=2848)
     paths = []
     for k in range(first, first + n):
         path = work / f"synthetic_{k}.png"

@@ -3,7 +3,8 @@ fast against reproducible, i.e. oneDNN's kernels for this CPU against the pinned
 
 Each variant is the full default pipeline (`dvc repro` after `make data`'s restore) in its own copy of the
 repository's tracked files, run one after the other. About 8 minutes per variant on 2 cores; --quick runs one
-variant trained for 2 steps in fast mode (it checks that the script works, not the spread). Prints one line per
+variant trained for 2 steps in fast mode, predicting in fast mode (it checks that the script works, not the
+spread). Prints one line per
 variant and, last, one JSON object with the pooled Dice, AP and FROC
 of every domain, and the spread (max - min) over seeds and over modes.
 """
@@ -62,7 +63,7 @@ def main() -> None:
     # quick: fast compute mode too (its prediction is 5x the reproducible mode's on one core here), since it checks
     # that the script works, not the spread
     variants = {"seed 1, 2 steps": {"train": {"seed": 1, "epochs": 1, "max_steps_per_epoch": 2},
-                                    "compute": {"mode": "fast"}}} if args.quick else VARIANTS
+                                    "compute": {"mode": "fast"}, "infer": {"mode": "fast"}}} if args.quick else VARIANTS
     results = {}
     if args.committed_baseline and not args.quick:
         results["seed 0"] = domain_metrics(REPO / "metrics")

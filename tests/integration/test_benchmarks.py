@@ -16,8 +16,10 @@ MODEL, PREPROCESSED = REPO / "data/model/release.safetensors", REPO / "data/prep
 RESULTS = REPO / "benchmarks" / "results"
 BENCHMARKS = {
     "compute": [], "mask_rule": [], "score": [], "train": [], "spread": [], "datasets_inspect": [],
+    # the pipeline's own paper maps of its val images: the agreement check need not compute them again
     "infer": ["--model", str(MODEL), "--preprocessed", str(PREPROCESSED), "--manifest",
-              str(REPO / "data/splits/manifest.csv")],
+              str(REPO / "data/splits/manifest.csv"), "--paper-predictions",
+              str(REPO / "data/predictions/synthetic_val")],
     "patchify": ["--pipeline", str(REPO)],
     "camera_shift": [],
     "runtimes": [],

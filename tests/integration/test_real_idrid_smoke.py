@@ -1,7 +1,7 @@
 """Real-data smoke test: the real dvc.yaml on 3 real IDRiD images (native 4288x2848), when $MICROPATCH_IDRID is set.
 
 download -> preprocess -> patient-split -> patchify (counts checked against the masks) -> audit -> one training
-step -> paper-mode sliding window over one full image -> scores.
+step -> fast-mode sliding window (paper's 128/64 windows near candidates) over one full image -> scores.
 """
 import json
 import shutil
@@ -38,9 +38,11 @@ def smoke(tmp_path_factory):
         params["roles"] = {"train_on": ["idrid"], "test_on": {"idrid_val": {"dataset": "idrid", "split": "val"}}}
         params["split"]["val_fraction"] = 0.34  # 2 train, 1 val
         params["train"].update(epochs=1, max_steps_per_epoch=1)
-        # real files through every stage is this test's subject; bit identity is tests/test_compute.py's, and the
-        # fast kernels run its full-frame inference in 88 s instead of 210 s
+        # real files through every stage is this test's subject; bit identity is tests/unit/core/test_compute.py's,
+        # and the fast kernels run its full-frame inference in 88 s instead of 210 s; fast mode (the records' and
+        # predict's) skips the windows far from candidates (paper mode's windows: tests/unit/inference)
         params["compute"] = {"mode": "fast", "threads": 2}
+        params["infer"]["mode"] = "fast"
 
     work = tmp_path_factory.mktemp("real")
     env = dvc_workspace(work, three_real_images)
