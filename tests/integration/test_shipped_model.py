@@ -120,6 +120,17 @@ def test_without_model_predict_uses_the_shipped_file_which_is_the_records_releas
     assert {"operating_point", "preprocess", "inference", "train_manifest_sha256"} <= set(config)
 
 
+def test_the_committed_model_card_is_what_ship_writes_from_the_committed_results():
+    """The card's tables come from the record's metrics and the benchmark results measured on this file: a result
+    re-measured, or a record rescored, without `micropatch ship` leaves a stale card, and this fails."""
+    from micropatch.project.modelcard import card
+
+    results = REPO / "benchmarks" / "results"
+    written = card(SHIPPED_MODEL, RECORD, results / "camera_shift_val.json", results / "runtimes_accuracy.json")
+    assert written == (SHIPPED_MODEL.parent / "MODEL_CARD.md").read_text(), "run `micropatch ship`"
+    assert "Not measured for this file yet" not in written  # both benchmarks measured the shipped file
+
+
 @pytest.mark.slow
 def test_predict_on_a_real_idrid_photograph_without_model(tmp_path, idrid):
     """The newcomer's first command on a fresh clone: the shipped model on a real 4288x2848 photograph."""
