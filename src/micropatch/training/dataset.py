@@ -137,7 +137,9 @@ def paste_lesions(image: np.ndarray, mask: np.ndarray, bank: list, rng: np.rando
             continue
         y, x = int(rng.integers(0, size - height + 1)), int(rng.integers(0, size - width + 1))
         canvas = poisson_paste(canvas, crop.astype(np.float64), y, x)
-        mask[0, y:y + height, x:x + width] |= lesion.astype(mask.dtype)
+        # a maximum, not `|=`: the dataset's masks are float32 (bitwise-or is for the integer masks on disk)
+        region = mask[0, y:y + height, x:x + width]
+        np.maximum(region, lesion.astype(mask.dtype), out=region)
     return np.clip(canvas, 0, 255).astype(np.float32), mask
 
 

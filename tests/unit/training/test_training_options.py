@@ -66,6 +66,24 @@ def test_pasted_lesions_land_in_lesion_free_patches_with_their_masks():
     assert image[pasted].mean() < 60 and image[~pasted].mean() > 110  # dark where the mask says, level elsewhere
 
 
+def test_the_training_dataset_pastes_lesions_into_its_float_masks(tmp_path):
+    """What training does (PatchDataset with train.synthetic_ma): float32 masks, not the uint8 masks on disk. The
+    first proxy run of synthetic MA stopped here with a TypeError (bitwise-or on float32)."""
+    from micropatch.data.patches import write_patch_set
+    from micropatch.training.dataset import PatchDataset
+
+    images = np.full((4, 64, 64), 120, np.uint8)
+    masks = np.zeros((4, 1, 64, 64), np.uint8)
+    images[0, 20:26, 20:26] = 40
+    masks[0, 0, 20:26, 20:26] = 1
+    write_patch_set(tmp_path, images, masks, [], {"split": "train"})
+    dataset = PatchDataset(tmp_path, augment=True, seed=0, synthetic_ma=1.0)
+    for index in (1, 2, 3):  # lesion-free: each gets 1 to 3 pasted lesions, whatever rotation and flip follow
+        image, mask = dataset[index]
+        assert mask.dtype == torch.float32 and set(mask.unique().tolist()) == {0.0, 1.0}
+        assert mask.sum() in (36, 72, 108) and image[mask.bool()].mean() < 70
+
+
 def test_a_bf16_training_step_runs_and_moves_the_weights():
     torch.manual_seed(0)
     model = build_model(1, "resnet18", None, "scse").to(memory_format=torch.channels_last).train()
