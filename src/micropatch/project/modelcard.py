@@ -131,16 +131,22 @@ def card(model: Path, record: Path, shift: Path | None, runtimes: Path | None = 
     return "\n".join(lines)
 
 
-def own_result(result: Path | None, digest: str) -> dict | None:
-    """A benchmark's result (its JSON object) when the file exists and was measured on the model file of this
-    sha256, else None; InputError, naming the file, when it is not a benchmark's JSON."""
+def benchmark_result(result: Path | None) -> dict | None:
+    """A benchmark's result file as its JSON value (None when there is no such file); InputError, naming the file,
+    when it is not a benchmark's JSON."""
     if not (result and result.is_file()):
         return None
     try:
-        measured = json.loads(result.read_text())
+        return json.loads(result.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{result}: not a benchmark's JSON result ({error}); give the file the benchmark's last "
                          "line was written to") from None
+
+
+def own_result(result: Path | None, digest: str) -> dict | None:
+    """A benchmark's result (its JSON object) when the file exists and was measured on the model file of this
+    sha256, else None; InputError, naming the file, when it is not a benchmark's JSON."""
+    measured = benchmark_result(result)
     return measured if isinstance(measured, dict) and measured.get("model_sha256") == digest else None
 
 
@@ -166,7 +172,7 @@ def ship(record: Path, out: Path, shift: Path | None = None, runtimes: Path | No
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: not a folder; --out names the folder the model and its card go into")
     for result in (shift, runtimes):  # a bad result file stops ship before the model is replaced
-        own_result(result, "")
+        benchmark_result(result)
     if release.is_file():
         with atomic_path(target) as partial:  # Ctrl-C mid-copy leaves the previous model, not half of this one
             shutil.copyfile(release, partial)
