@@ -8,7 +8,8 @@ Also times, through fast's own loop, one pass of the network over the frame (non
 floor) and all of paper's windows (what fast gains from running fewer windows, apart from leaving MONAI out).
 Agreement (--preprocessed DIR --manifest CSV): pooled Dice at 0.5 of paper and of fast (fp32, int8) over the
 manifest's val images; --paper-predictions DIR reuses the pipeline's paper maps instead of recomputing them.
-Prints a line per measurement and, last, one JSON object.  --quick: a 512x340 frame, one repeat.
+Prints a line per measurement and, last, one JSON object.  --quick: a 512x340 frame, one repeat, the
+agreement on the first val image only.
 """
 import argparse
 import json
@@ -124,7 +125,7 @@ def agreement(args, infer_params: dict) -> dict:
     from micropatch.data.manifest import read_manifest
 
     model = load_checkpoint(args.model)[0]
-    rows = [r for r in read_manifest(args.manifest) if r["split"] == "val"]
+    rows = [r for r in read_manifest(args.manifest) if r["split"] == "val"][:1 if args.quick else None]
     compared = ("fast", "fast_int8")
     paper, maps, differing, fov_pixels = [], {name: [] for name in compared}, dict.fromkeys(compared, 0), 0
     for row in tqdm(rows, desc="agreement", unit="img"):

@@ -38,6 +38,22 @@ def test_a_variants_file_without_protocol_or_variants_is_refused(tmp_path):
         load_variants(path)
 
 
+@pytest.mark.parametrize("text, says", [("protocol: {a: 1\nvariants: [\n", "not valid YAML at line"),
+                                         (None, "no such file")])
+def test_a_variants_file_that_is_not_yaml_is_one_line_exit_2(tmp_path, text, says):
+    """`micropatch ablate` (and `micropatch readme`, through the same reader) on a broken or missing file."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "ablations.yaml"
+    if text is not None:
+        path.write_text(text)
+    out = subprocess.run([sys.executable, "-m", "micropatch.cli", "ablate", "baseline", "--variants-file", str(path)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and str(path) in out.stderr and says in out.stderr
+
+
 def test_a_temperature_moves_aupr_11_but_not_the_ranking():
     rng = np.random.default_rng(0)
     truth = rng.random((60, 60)) < 0.1

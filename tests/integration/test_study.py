@@ -35,7 +35,7 @@ def reduced_study(params: dict) -> None:
     params["score"].update(bootstrap_draws=20, panels=False)
 
 
-def test_reduced_study_runs_every_combination_through_the_dvc_queue(tmp_path):
+def test_reduced_study_runs_every_combination_through_the_dvc_queue(tmp_path, caplog):
     from micropatch.project.pipeline import render
 
     env = dvc_workspace(tmp_path, lambda params: None)
@@ -132,10 +132,14 @@ def test_reduced_study_runs_every_combination_through_the_dvc_queue(tmp_path):
     logs = run([sys.executable, "-m", "dvc", "queue", "logs", "study-synthetic+coarse-s0"], project, env)
     assert "Stage 'download' is cached" in logs, logs[-3000:]
 
-    # a second call queues nothing: every run is finished on this commit
-    again = run([sys.executable, "-m", "micropatch.cli", "study", "combinations", "--project", "study"],
-                tmp_path, env)
-    assert "0 to queue" in again
+    # a second call queues nothing: every run is finished on this commit. The queueing step alone (the tables
+    # after it would be the first call's again, checked above)
+    from micropatch.experiments.study.project import StudyProject
+    from micropatch.experiments.study.runs import queue_and_run
+
+    with caplog.at_level("INFO", logger="micropatch.experiments.study.runs"):
+        queue_and_run(StudyProject(project))
+    assert "6 finished on this commit, 0 to queue" in caplog.text
     shutil.rmtree(tmp_path / ".dvc" / "tmp", ignore_errors=True)
 
 
@@ -151,7 +155,7 @@ def test_a_lesion_absent_from_a_test_domain_does_not_enter_the_study_mean():
     mean of a strategy by a quarter. The mean is over the lesions present; none present is NaN, not 0."""
     import math
 
-    from micropatch.experiments.study.strategies import summary_scores
+    from micropatch.experiments.study.scores import summary_scores
 
     def lesion(dice, aupr, truth_lesions):
         return {"dice": dice, "aupr_11": aupr, "lesions": truth_lesions, "n_images": 2, "resolution": "64x64",
@@ -190,7 +194,7 @@ def test_a_partial_call_keeps_the_whole_runs_time_and_adds_its_own():
 
 def test_lesions_scored_is_spelled_one_way_whatever_order_the_scores_come_in():
     """The score stage's JSON has sorted lesion keys, a folder scored by the study the params' order: one spelling."""
-    from micropatch.experiments.study.strategies import summary_scores
+    from micropatch.experiments.study.scores import summary_scores
 
     def lesion(dice, truth_lesions):
         return {"dice": dice, "aupr_11": dice / 2, "lesions": truth_lesions, "n_images": 2, "resolution": "64x64",

@@ -46,7 +46,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a user error is one line on stderr and exit 2, Ctrl-C one line and exit 130."""
     logs.setup()
-    args = parser().parse_args(argv)
+    top = parser()
+    args = top.parse_args(argv)
+    args.parser = top  # the command line itself: `micropatch readme` writes its reference page from it
     try:
         return args.func(args) or 0
     except InputError as err:

@@ -1,7 +1,7 @@
 """`micropatch readme`: regenerate the README's and docs' generated blocks from the committed results."""
 from __future__ import annotations
 
-from micropatch.project.readme import update
+from micropatch.project.readme import REPO, generators, update
 
 
 def add_parser(sub) -> None:
@@ -11,5 +11,5 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """Regenerate the README's and docs' generated blocks from the committed results."""
-    update()
+    update(REPO, generators(args.parser))
     return 0

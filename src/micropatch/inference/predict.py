@@ -24,16 +24,13 @@ import numpy as np
 
 from micropatch.core.fileio import InputError, read_fundus, staged_files, write_json, write_png, write_text
 from micropatch.evaluation.postprocess import OPERATING_DEFAULTS, lesion_point, operating_mask, scaled_min_area
+from micropatch.inference.report import LESION_COLOURS, OTHER_COLOUR, write_report
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 RUN_RECORD = "predict_runs.json"
 LESION_COLUMNS = ("lesion", "centroid_x", "centroid_y", "area_px", "peak_probability")
-# Outline colours (RGB) chosen away from what a fundus already shows in that place: exudates are yellow-white,
-# haemorrhages and vessels dark red, the disc pale orange. Cyan, green, blue and magenta are none of these.
-LESION_COLOURS = {"MA": (0, 255, 255), "HE": (57, 255, 20), "EX": (40, 90, 255), "SE": (255, 0, 255)}
-OTHER_COLOUR = (255, 255, 255)
 OVERLAY_FORMATS = {"jpeg": ".jpg", "png": ".png"}
 JPEG_QUALITY = 95
 PNG_WRITERS = min(4, os.cpu_count() or 1)
@@ -469,11 +466,9 @@ def predict_all(photos: list[Photo], model, config: dict, infer: dict, preproces
 def finish(out: Path, call: Call, created: bool, interrupted: bool = False) -> None:
     """Record the call and rewrite the folder's report; a call that predicted nothing writes nothing, and removes
     the folders it made."""
-    from micropatch.inference.report import write_report
-
     if call.done:
         write_run_record(out, call, interrupted)
-        write_report(out)
+        write_report(out, latest_results(out))
     elif created:
         for folder in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [out]:
             if not any(folder.iterdir()):

@@ -10,9 +10,12 @@ import cv2
 import numpy as np
 
 from micropatch.core.fileio import write_text
-from micropatch.inference.predict import LESION_COLOURS, OTHER_COLOUR, latest_results
 
 REPORT = "report.html"
+# Outline colours (RGB) chosen away from what a fundus already shows in that place: exudates are yellow-white,
+# haemorrhages and vessels dark red, the disc pale orange. Cyan, green, blue and magenta are none of these.
+LESION_COLOURS = {"MA": (0, 255, 255), "HE": (57, 255, 20), "EX": (40, 90, 255), "SE": (255, 0, 255)}
+OTHER_COLOUR = (255, 255, 255)
 PREVIEW_WIDTH = 1600
 PREVIEW_QUALITY = 82
 LESION_NAMES = {"MA": "microaneurysm", "HE": "haemorrhage", "EX": "hard exudate", "SE": "soft exudate"}
@@ -96,9 +99,8 @@ def summary_table(results: list[dict], lesions: list[str]) -> str:
             + "".join(rows) + "</table>")
 
 
-def render(out: Path) -> str:
-    """The report page for a predict folder."""
-    results = latest_results(out)
+def render(out: Path, results: list[dict]) -> str:
+    """The report page for a predict folder, from the latest result of each photograph (predict.latest_results)."""
     lesions = list(dict.fromkeys(lesion for r in results for lesion in r["counts"]))
     models = sorted({r["settings"]["model"] for r in results})
     cards = "".join(card(out, r) for r in results)
@@ -112,8 +114,9 @@ def render(out: Path) -> str:
             f"{summary_table(results, lesions)}{cards}</body></html>\n")
 
 
-def write_report(out: Path) -> Path:
-    """Rewrite <out>/report.html from the folder's run record; returns its path."""
+def write_report(out: Path, results: list[dict]) -> Path:
+    """Rewrite <out>/report.html from the latest result of each photograph in the folder's run record
+    (predict.latest_results); returns its path."""
     path = Path(out) / REPORT
-    write_text(path, render(Path(out)))
+    write_text(path, render(Path(out), results))
     return path

@@ -8,8 +8,11 @@ import pytest
 import yaml
 from helpers.workspace import REPO
 
+from micropatch.cli import parser
 from micropatch.project import readme
-from micropatch.project.readme import BLOCKS, MARKER, pages, render, update
+from micropatch.project.readme import MARKER, generators, pages, render, update
+
+BLOCKS = generators(parser())  # every generator, the CLI page's included
 
 README_LINES = 200
 
@@ -18,7 +21,7 @@ def test_every_generated_block_of_the_repository_is_current():
     """What `micropatch readme` would write is what is committed (make run calls it after dvc repro)."""
     for page in pages(REPO):
         text = page.read_text()
-        assert render(text, REPO, page)[0] == text, f"{page.relative_to(REPO)}: run `micropatch readme`"
+        assert render(text, REPO, page, BLOCKS)[0] == text, f"{page.relative_to(REPO)}: run `micropatch readme`"
 
 
 def test_every_generator_has_a_block_on_some_page_and_no_block_is_unknown():
@@ -117,23 +120,22 @@ def test_the_record_table_is_built_from_the_records_and_marks_degenerate_maps(tm
     assert "epoch 12 selected on tune ap" in text
 
 
-def test_a_page_is_rewritten_in_its_blocks_only_and_an_unknown_block_is_an_error(tmp_path, monkeypatch):
-    monkeypatch.setitem(readme.BLOCKS, "results", lambda root: "fresh table")
+def test_a_page_is_rewritten_in_its_blocks_only_and_an_unknown_block_is_an_error(tmp_path):
+    blocks = {"results": lambda root: "fresh table"}
     page = tmp_path / "page.md"
     text = "intro\n<!-- results:begin (micropatch readme) -->\nstale\n<!-- results:end -->\noutro\n"
-    new, found = render(text, tmp_path, page)
+    new, found = render(text, tmp_path, page, blocks)
     assert found == {"results"} and new.startswith("intro") and new.endswith("outro\n")
     assert "fresh table" in new and "stale" not in new
     with pytest.raises(ValueError, match="has no generator"):
-        render("<!-- nope:begin (micropatch readme) -->\n<!-- nope:end -->", tmp_path, page)
+        render("<!-- nope:begin (micropatch readme) -->\n<!-- nope:end -->", tmp_path, page, blocks)
 
 
-def test_update_refuses_a_repository_where_a_block_is_on_no_page(tmp_path, monkeypatch):
+def test_update_refuses_a_repository_where_a_block_is_on_no_page(tmp_path):
     (tmp_path / "README.md").write_text("no blocks\n")
     (tmp_path / "docs").mkdir()
-    monkeypatch.setattr(readme, "BLOCKS", {"results": lambda root: "t"})
     with pytest.raises(ValueError, match=r"no page holds the block\(s\) \['results'\]"):
-        update(tmp_path)
+        update(tmp_path, {"results": lambda root: "t"})
 
 
 def test_the_camera_shift_block_reads_both_splits_and_the_tolerance_choice(tmp_path):
@@ -152,7 +154,7 @@ def test_the_camera_shift_block_reads_both_splits_and_the_tolerance_choice(tmp_p
 
 
 def test_the_reference_pages_follow_the_code_and_the_params():
-    cli = readme.cli_reference(REPO)
+    cli = readme.cli_reference(parser())
     for command in ("predict", "evaluate", "ablate", "datasets inspect", "study"):
         assert f"### micropatch {command}" in cli
     assert "--rescale-fov {auto,on,off}" in cli

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from micropatch.data.datasets import LESIONS, Record, find_root, image_files, report
+from micropatch.data.datasets.base import LESIONS, Record, find_root, image_files, report
 
 SEGMENTATION = "lesion_segmentation"
 # split folder -> label folder name (sic: the valid split's differs in the official release)

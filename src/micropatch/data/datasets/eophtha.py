@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from micropatch.data.datasets import Record, find_root, image_files, report
+from micropatch.data.datasets.base import Record, find_root, image_files, report
 
 TOP = "e_optha_MA"
 WITH_MA, ANNOTATIONS, HEALTHY = "MA", "Annotation_MA", "healthy"

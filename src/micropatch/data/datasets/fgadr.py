@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from micropatch.data.datasets import Record, image_files, report, top_or_parent
+from micropatch.data.datasets.base import Record, image_files, report, top_or_parent
 
 TOP, IMAGES = "Seg-set", "Original_Images"
 # sic: the release spells the haemorrhage folder "Hemohedge"; IRMA_Masks and Neovascularization_Masks (files only

@@ -5,7 +5,7 @@ import logging
 import re
 from pathlib import Path
 
-from micropatch.data.datasets import Record, image_files, report, top_or_parent
+from micropatch.data.datasets.base import Record, image_files, report, top_or_parent
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from micropatch.core.fileio import InputError
-from micropatch.data.datasets import Record, find_root, image_files, report
+from micropatch.data.datasets.base import Record, find_root, image_files, report
 from micropatch.data.sources import resolve
 
 log = logging.getLogger(__name__)

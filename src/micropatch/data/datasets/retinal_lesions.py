@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from micropatch.data.datasets import Record, image_files, top_or_parent
+from micropatch.data.datasets.base import Record, image_files, top_or_parent
 
 TOP, IMAGES, SEGS = "retinal-lesions-v20191227", "images_896x896", "lesion_segs_896x896"
 # Lesion file stems; a file exists only where the lesion is present (vitreous / preretinal haemorrhage,

@@ -14,7 +14,8 @@ from micropatch.core.fileio import InputError, write_json
 from micropatch.data.manifest import read_manifest
 from micropatch.evaluation.score import is_zero_shot
 from micropatch.experiments.study.project import BASELINE, StudyProject
-from micropatch.experiments.study.strategies import cross_seed_records, summary_scores
+from micropatch.experiments.study.scores import summary_scores
+from micropatch.experiments.study.strategies import cross_seed_records
 from micropatch.experiments.study.tables import write_tables
 from micropatch.project.pipeline import strategy_names
 

@@ -15,7 +15,7 @@ from micropatch.core.fileio import read_png, write_json, write_png
 from micropatch.data.manifest import read_manifest
 from micropatch.evaluation.score import is_zero_shot
 from micropatch.experiments.study.project import ENSEMBLE, StudyProject
-from micropatch.experiments.study.strategies import score_folder
+from micropatch.experiments.study.scores import score_folder
 from micropatch.inference.maps import write_domain_maps
 from micropatch.training.averaging import PARTS, averaged_model, bn_batches, ensemble_maps, greedy_soup
 from micropatch.training.config import TrainConfig
