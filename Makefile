@@ -45,8 +45,9 @@ export MICROPATCH_IDRID
 # folder, not over metrics/); then the tests, on three pytest-xdist workers over the 2 cores (one process left a core
 # idle; two kept them 80 % busy, 42.9 CPU-minutes in 26.8 minutes; three, on a clean clone: 24.9 minutes, each
 # worker busy to the end). --dist loadfile keeps each file on one worker, so that a module's fixture (the e2e test's
-# built pipeline) is built once; files go out in collection order (tests/integration/, the long ones, first: sorted by
-# test count, a few-test hour-long file could start last). PYTEST_WORKERS=0 runs them in this process.
+# built pipeline) is built once; files go out in collection order, the longest first (tests/conftest.py,
+# LONGEST_FIRST: the DVC-queue study, handed out 13th, once ran alone for its last minutes). PYTEST_WORKERS=0 runs
+# them in this process.
 # OMP_WAIT_POLICY=PASSIVE: an OpenMP thread waiting for work sleeps instead of spinning on the core the other worker
 # needs (two `benchmarks/train.py --quick` at once: 166.6 s spinning, 94.3 s passive; alone 51.3 s against 53.0 s).
 # It changes no result: the number of threads, and so every sum's order, is the same.

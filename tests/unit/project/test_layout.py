@@ -127,3 +127,11 @@ def test_no_module_imports_one_that_imports_it_back():
 def test_every_stage_script_is_thin(script):
     """Arguments in, one library call: logic lives in src/micropatch, where it is tested and tracked as a dep."""
     assert len(script.read_text().splitlines()) <= 30, f"{script.name}: move the logic into the library"
+
+
+def test_the_files_make_test_hands_out_first_exist():
+    """tests/conftest.py's LONGEST_FIRST: a renamed file would silently fall back to collection order."""
+    from conftest import LONGEST_FIRST
+
+    missing = [name for name in LONGEST_FIRST if not (REPO / "tests" / name).is_file()]
+    assert not missing, f"tests/conftest.py LONGEST_FIRST names files that do not exist: {missing}"
