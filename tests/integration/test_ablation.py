@@ -39,14 +39,17 @@ def test_a_variants_file_without_protocol_or_variants_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("text, says", [("protocol: {a: 1\nvariants: [\n", "not valid YAML at line"),
-                                         (None, "no such file")])
+                                         (None, "no such file"), (b"\xff\xfe\x00\x81", "not a YAML text file"),
+                                         ("- a\n- b\n", "needs a `protocol` mapping")])
 def test_a_variants_file_that_is_not_yaml_is_one_line_exit_2(tmp_path, text, says):
     """`micropatch ablate` (and `micropatch readme`, through the same reader) on a broken or missing file."""
     import subprocess
     import sys
 
     path = tmp_path / "ablations.yaml"
-    if text is not None:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    elif text is not None:
         path.write_text(text)
     out = subprocess.run([sys.executable, "-m", "micropatch.cli", "ablate", "baseline", "--variants-file", str(path)],
                          capture_output=True, text=True, cwd=tmp_path)

@@ -52,25 +52,34 @@ def variant_params(record_params: dict, protocol: dict, overrides: dict, seed: i
     return params
 
 
+SPEC_SHAPE = "needs a `protocol` mapping and a `variants` mapping"  # what an ablations file must hold
+
+
 def read_spec(path: Path) -> dict:
     """The whole ablations YAML file (protocol, variants, full_runs); InputError, naming the file, for one that is
-    missing or not YAML."""
+    missing, not YAML or not a mapping."""
     try:
-        return yaml.safe_load(Path(path).read_text())
+        spec = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: no such file: give the ablations YAML file (benchmarks/ablations.yaml)") from None
+    except (IsADirectoryError, UnicodeDecodeError):
+        raise InputError(f"{path}: not a YAML text file: give the ablations YAML file (benchmarks/ablations.yaml)"
+                         ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise InputError(f"{path}: not valid YAML{where}: fix the file (benchmarks/ablations.yaml is an example)"
                          ) from None
+    if not isinstance(spec, dict):
+        raise InputError(f"{path}: {SPEC_SHAPE}")
+    return spec
 
 
 def load_variants(path: Path) -> tuple[dict, dict]:
     """(protocol, variants) of an ablations YAML file; InputError for a malformed one."""
     spec = read_spec(path)
-    if not isinstance(spec, dict) or "protocol" not in spec or "variants" not in spec:
-        raise InputError(f"{path}: needs a `protocol` mapping and a `variants` mapping")
+    if "protocol" not in spec or "variants" not in spec:
+        raise InputError(f"{path}: {SPEC_SHAPE}")
     return spec["protocol"], spec["variants"]
 
 

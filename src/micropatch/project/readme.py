@@ -121,8 +121,7 @@ def proxy_vs_full(root: Path, rows: list[dict]) -> list[str]:
     committed val metrics, or figures with their source) beside the proxy's first seed of the same variants."""
     from micropatch.experiments.ablation import read_spec
 
-    spec = read_spec(root / "benchmarks" / "ablations.yaml")
-    full = spec.get("full_runs", {}) if isinstance(spec, dict) else {}
+    full = read_spec(root / "benchmarks" / "ablations.yaml").get("full_runs", {})
     if not full:
         return []
     lines = ["Proxy against full runs (val, 11 images):", "",
